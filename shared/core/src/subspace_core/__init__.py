@@ -1,0 +1,1 @@
+"""Subspace Zoo core."""
