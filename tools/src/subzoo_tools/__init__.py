@@ -1,1 +1,1 @@
-
+"""Developer tooling for Subspace Zoo (catalog generation and checks)."""

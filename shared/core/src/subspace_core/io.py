@@ -1,0 +1,142 @@
+"""File plumbing shared by the registries: hashing, atomic writes, verified downloads."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = [
+    "ChecksumError",
+    "DownloadError",
+    "atomic_path",
+    "download_url",
+    "sha256_bytes",
+    "sha256_file",
+    "subzoo_home",
+]
+
+_CHUNK = 1 << 20
+
+
+class ChecksumError(ValueError):
+    """A file's sha256 differs from the pinned one; the file is refused."""
+
+    def __init__(self, what: str, expected: str, actual: str):
+        self.what, self.expected, self.actual = what, expected, actual
+        super().__init__(
+            f"checksum mismatch for {what}: expected sha256 {expected}, actual sha256 {actual}; "
+            "the file is corrupted or was tampered with and is refused"
+        )
+
+
+class DownloadError(OSError):
+    """A download could not be completed (unreachable host, HTTP error, short read)."""
+
+
+def subzoo_home() -> Path:
+    """Root of the Subspace Zoo cache: ``$SUBZOO_HOME``, default ``~/.cache/subzoo``."""
+    return Path(os.environ.get("SUBZOO_HOME") or Path.home() / ".cache" / "subzoo")
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of the file at ``path``, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success it is fsynced and renamed onto ``dest``.
+
+    On any exception the temporary file is removed, so ``dest`` is either the old file or
+    the complete new one, never half written.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+    try:
+        yield tmp
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def download_url(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    sha256: str | None,
+    timeout: float = 30.0,
+    progress: bool = True,
+) -> Path:
+    """Download ``url`` to ``dest`` atomically; verify ``sha256`` before the file appears.
+
+    Raises :class:`DownloadError` when the transfer fails and :class:`ChecksumError` when the
+    bytes differ from ``sha256``; in both cases nothing is left at ``dest``.
+    """
+    dest = Path(dest)
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DownloadError(f"{url}: {exc}") from exc
+    with response, atomic_path(dest) as tmp:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        digest = hashlib.sha256()
+        received = 0
+        with open(tmp, "wb") as out, _progress(progress, dest.name, total) as advance:
+            try:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    advance(len(chunk))
+            except OSError as exc:
+                raise DownloadError(f"{url}: transfer failed after {received} bytes: {exc}") from exc
+        if total is not None and received != total:
+            raise DownloadError(f"{url}: short read, expected {total} bytes, got {received}")
+        actual = digest.hexdigest()
+        if sha256 is not None and actual != sha256:
+            raise ChecksumError(url, sha256, actual)
+    return dest
+
+
+@contextmanager
+def _progress(enabled: bool, label: str, total: int | None):
+    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
+
+    from subspace_core.console import progress_bar
+
+    with progress_bar(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        enabled=enabled,
+    ) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)

@@ -1,0 +1,1 @@
+"""Models of the core itself: the canary that exercises the whole zoo path."""

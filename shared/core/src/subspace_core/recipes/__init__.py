@@ -1,0 +1,1 @@
+"""Training recipes of the core's shipped checkpoints (one module per checkpoint)."""

@@ -1,0 +1,92 @@
+"""Training plumbing shared by recipes: resumable training state and the recipe runner.
+
+A recipe is a function ``train(out_dir: Path, *, quick: bool, progress: bool) -> Path``
+that writes ``out_dir/<checkpoint file>`` (via :func:`~subspace_core.zoo.save_state_dict`,
+so a ``.sha256`` sidecar sits beside it) and returns that path. Recipes save their state
+with :func:`save_training_state` after each epoch and resume from it when re-run on the
+same ``out_dir``, so an interrupted run loses at most one epoch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from subspace_core.io import atomic_path
+
+__all__ = ["import_recipe", "load_training_state", "save_training_state"]
+
+TRAINING_STATE = "training_state.safetensors"
+
+
+def import_recipe(recipe: str):
+    """Import ``module:function`` and return the function."""
+    module_name, _, func_name = recipe.partition(":")
+    if not func_name:
+        raise ValueError(f"recipe: expected 'module:function', got {recipe!r}")
+    return getattr(importlib.import_module(module_name), func_name)
+
+
+def save_training_state(
+    out_dir: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write model + optimizer state + progress to ``out_dir/training_state.safetensors``.
+
+    Optimizer tensors go in as ``optim.<param index>.<key>``; its scalars and param groups
+    go in the JSON metadata, so the file loads without unpickling anything.
+    """
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, state in opt["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous().clone()
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    meta = {
+        "epoch": str(epoch),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "optim_scalars": json.dumps(scalars),
+        "extra": json.dumps(extra or {}),
+    }
+    path = Path(out_dir) / TRAINING_STATE
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+    return path
+
+
+def load_training_state(
+    out_dir: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, dict[str, Any]] | None:
+    """Restore what :func:`save_training_state` wrote; returns ``(epoch, extra)`` or None."""
+    path = Path(out_dir) / TRAINING_STATE
+    if not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in json.loads(meta["optim_scalars"]).items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    torch.set_rng_state(tensors["rng.torch"])
+    return int(meta["epoch"]), json.loads(meta["extra"])

@@ -1,0 +1,53 @@
+"""The generated catalog is fresh, and every shipped checkpoint is what its card claims."""
+
+from __future__ import annotations
+
+import pytest
+
+from subspace_core.io import sha256_file
+from subspace_core.zoo import get_model_entry, list_models, load_state_dict, resolve_checkpoint
+from subzoo_tools.catalog import latest_results, load_result_rows, stale_files
+
+PRETRAINED = list_models(pretrained=True)
+
+
+def test_catalog_is_fresh(repo_root):
+    stale = stale_files(repo_root)
+    assert not stale, f"zoo/ is stale, run `uv run subzoo-catalog`: {stale}"
+
+
+def test_there_is_a_pretrained_canary():
+    assert "core/mlp_tiny.fmnist" in PRETRAINED
+
+
+@pytest.mark.parametrize("model_id", PRETRAINED)
+def test_checkpoint_matches_its_cfg(model_id):
+    cfg = get_model_entry(model_id).pretrained_cfg
+    resolved = resolve_checkpoint(cfg, progress=False)
+    assert resolved.source == "package file", "shipped checkpoints live inside their package"
+    assert sha256_file(resolved.path) == cfg.sha256
+    assert resolved.path.stat().st_size == cfg.num_bytes
+    state = load_state_dict(resolved.path, sha256=cfg.sha256)
+    assert sum(t.numel() for t in state.values()) == cfg.num_params
+    assert cfg.num_bytes <= 5 * 1024 * 1024, "DESIGN.md: a shipped checkpoint is <= 5 MB"
+
+
+@pytest.mark.parametrize("model_id", PRETRAINED)
+def test_claimed_metrics_match_results_rows(model_id, repo_root):
+    cfg = get_model_entry(model_id).pretrained_cfg
+    latest = latest_results(load_result_rows(repo_root))
+    assert cfg.metrics, f"{model_id} claims no metric"
+    for protocol, metrics in cfg.metrics.items():
+        for metric, claimed in metrics.items():
+            row = latest.get((model_id, protocol, metric))
+            assert row is not None, f"no results row for {model_id} {protocol}/{metric}"
+            assert row.checkpoint_sha256 == cfg.sha256, "results were measured on another file"
+            assert abs(row.value - claimed) <= 1e-3 * max(1.0, abs(claimed)), (
+                f"{model_id} {protocol}/{metric}: claimed {claimed}, measured {row.value}"
+            )
+
+
+def test_package_weights_budget(repo_root):
+    for weights in repo_root.glob("**/src/*/weights"):
+        total = sum(p.stat().st_size for p in weights.glob("*.safetensors"))
+        assert total <= 25 * 1024 * 1024, f"{weights}: {total} bytes > 25 MB"
