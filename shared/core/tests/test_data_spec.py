@@ -127,7 +127,7 @@ def test_broken_plugin_is_named_in_the_key_error(sandbox, monkeypatch):
         raise subspace_core.plugins.PluginError("plugin 'zzz' failed to import: boom")
 
     monkeypatch.setattr(subspace_core.plugins, "load_plugins", broken)
-    with pytest.raises(KeyError, match="a plugin failed to load: plugin 'zzz'.*boom"):
+    with pytest.raises(KeyError, match=r"a plugin failed to load: plugin 'zzz'.*boom"):
         get_dataset("still_missing")
 
 
@@ -136,7 +136,7 @@ def test_arraysplit_validates_and_has_len():
     assert len(s) == 3
     with pytest.raises(ValueError, match="x has 3 examples but y has 2"):
         ArraySplit(torch.zeros(3, 2), torch.tensor([0, 1]), ("a", "b"))
-    with pytest.raises(TypeError, match="expected dtype torch.int64, got torch.float32"):
+    with pytest.raises(TypeError, match=r"expected dtype torch\.int64, got torch\.float32"):
         ArraySplit(torch.zeros(2, 2), torch.zeros(2), ("a", "b"))
     with pytest.raises(ValueError, match=r"labels in \[0, 2\), got range \[0, 2\]"):
         ArraySplit(torch.zeros(2, 2), torch.tensor([0, 2]), ("a", "b"))
@@ -186,4 +186,3 @@ def test_last_per_class_is_stratified_and_ordered():
     assert xt.tolist() == [0, 1] and yt.tolist() == [0, 1]
     with pytest.raises(ValueError, match="fewer than k=3"):
         last_per_class(y, 3)
-

@@ -231,13 +231,15 @@ def test_all_sources_failing_give_one_error_naming_each_source(server, dead_url,
     # After the refused connection, the dead server's second file was not retried.
     dead = [a for a in err.attempts if a.source == f"URL {dead_url}"]
     assert [a.file for a in dead] == ["data.bin", "labels.txt"]
-    assert dead[1].reason.startswith("skipped, earlier in this fetch")
+    assert dead[1].reason.startswith("skipped (unreachable earlier in this fetch")
     assert _leftovers(home) == []
 
 
 def test_truncated_download_is_not_cached(server, home):
     _register("url_truncated", Url(server.url("truncated")))
-    with pytest.raises(DatasetUnavailable, match=r"connection closed after 524288 of 1048576 bytes"):
+    with pytest.raises(
+        DatasetUnavailable, match=r"connection closed after 524288 of 1048576 bytes"
+    ):
         fetch("url_truncated", progress=False)
     assert _cached(home, "url_truncated") == []
     assert _leftovers(home) == []
@@ -276,7 +278,9 @@ def test_interrupted_download_leaves_no_partial_file(server, home, monkeypatch):
 
 
 def test_url_validation_and_names():
-    with pytest.raises(ValueError, match=r"Url\.base: expected an http\(s\):// URL, got 'ftp://x/y'"):
+    with pytest.raises(
+        ValueError, match=r"Url\.base: expected an http\(s\):// URL, got 'ftp://x/y'"
+    ):
         Url("ftp://x/y")
     with pytest.raises(ValueError, match=r"Url\.timeout"):
         Url("https://example.invalid", timeout=0)

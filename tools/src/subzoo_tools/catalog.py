@@ -131,7 +131,7 @@ def _leaderboard(entries: list[ModelEntry], latest) -> str:
                 values.append(f"{row.value:.4f}" if row else "—")
             cfg = e.pretrained_cfg
             lines.append(f"| `{e.id}` | " + " | ".join(values) + f" | {cfg.num_params:,} | "
-                         f"{cfg.num_bytes / 1024:.0f} KiB | [card](../{card_path(e.id)}) |")
+                         f"{cfg.num_bytes / 1024:.0f} KiB | [card]({card_path(e.id).removeprefix('zoo/')}) |")
         lines.append("")
     others = [e.id for e in entries if e.pretrained_cfg is None]
     if others:

@@ -53,7 +53,7 @@ def _ratios(benchmark: str, method: str, baselines: tuple[str, ...],
             if base is None or base.value == 0:
                 continue
             ratio = m.value / base.value
-            better = ratio > 1 if m.higher_is_better else ratio < 1
+            better = m.value > base.value if m.higher_is_better else m.value < base.value
             rows.append({"benchmark": benchmark, "case": m.case, "metric": m.metric,
                          "method": method, "baseline": baseline, "method_value": m.value,
                          "baseline_value": base.value, "ratio": ratio, "unit": m.unit,

@@ -25,6 +25,11 @@ class Attempt:
     reason: str
 
 
+def _files(attempts: Sequence[Attempt]) -> str:
+    names = [a.file for a in attempts]
+    return f"{len(names)} files" if len(names) > 3 else ", ".join(names)
+
+
 class DatasetUnavailable(RuntimeError):
     """Every source of a dataset failed for at least one of its files.
 
@@ -49,8 +54,7 @@ class DatasetUnavailable(RuntimeError):
         for i, (source, attempts) in enumerate(by_source.items(), start=1):
             reasons = {a.reason for a in attempts}
             if len(reasons) == 1:
-                files = [a.file for a in attempts]
-                lines.append(f"  {i}. {source}: {reasons.pop()} (file(s): {', '.join(files)})")
+                lines.append(f"  {i}. {source}: {reasons.pop()} ({_files(attempts)})")
             else:
                 lines.append(f"  {i}. {source}:")
                 lines.extend(f"       {a.file}: {a.reason}" for a in attempts)

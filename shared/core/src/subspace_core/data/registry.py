@@ -141,7 +141,9 @@ def load_dataset(name: str, split: str, *, progress: bool = True) -> ArraySplit:
         raise TypeError(
             f"loader of {name!r}: expected integer numpy labels, got {getattr(y, 'dtype', type(y))}"
         )
-    return ArraySplit(x=_to_tensor(x), y=_to_tensor(y.astype(np.int64, copy=False)), classes=spec.classes)
+    return ArraySplit(
+        x=_to_tensor(x), y=_to_tensor(y.astype(np.int64, copy=False)), classes=spec.classes
+    )
 
 
 def _to_tensor(array: np.ndarray) -> torch.Tensor:

@@ -188,7 +188,7 @@ def create_model(
         if cfg is None:
             raise ValueError(
                 f"pretrained: {model_id} has no shipped checkpoint; "
-                f"pretrained ids: {list_models(f'{entry.area}/*', pretrained=True)}"
+                f"pretrained ids: {sorted(m for m, e in _REGISTRY.items() if e.area == entry.area and e.has_pretrained)}"
             )
         resolved = resolve_checkpoint(cfg, checkpoint_path, sha256=sha256, progress=progress)
         state = load_state_dict(resolved.path, sha256=resolved.sha256)

@@ -17,6 +17,7 @@ from subspace_core.data.spec import FileSpec
 __all__ = [
     "Source",
     "SourceUnavailable",
+    "ToolMissing",
     "check_members",
     "copy_stream",
     "member_path",
@@ -25,6 +26,11 @@ __all__ = [
     "safe_join",
     "single",
 ]
+
+
+class ToolMissing(SourceUnavailable):
+    """The external program a source needs (pip, npm, apt-get, ...) is not installed."""
+
 
 #: Default limit for an external tool (pip, npm, apt-get) to finish, in seconds.
 TOOL_TIMEOUT_S = 600.0
@@ -158,7 +164,7 @@ def run_tool(
                 check=False,
             )
     except FileNotFoundError:
-        raise SourceUnavailable(f"{argv[0]!r} is not installed (not found on PATH)") from None
+        raise ToolMissing(f"{argv[0]!r} is not installed (not found on PATH)") from None
     except subprocess.TimeoutExpired:
         raise SourceUnavailable(f"`{shown}` did not finish within {timeout:.0f} s") from None
     except OSError as exc:

