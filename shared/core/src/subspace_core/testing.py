@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from subspace_core.io import atomic_path
+
 __all__ = ["TOLERANCES", "assert_close_to_ref", "assert_matches_golden", "tolerance_for"]
 
 #: (rtol, atol) per dtype for comparing a kernel or fast path against its reference.
@@ -76,8 +78,8 @@ def assert_matches_golden(
 
     golden_file = Path(golden_file)
     if os.environ.get(GOLDEN_UPDATE_ENV) == "1":
-        golden_file.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, golden_file)
+        with atomic_path(golden_file) as tmp:
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
         return
     if not golden_file.exists():
         raise AssertionError(

@@ -43,7 +43,8 @@ def save_training_state(
     """Atomically write model + optimizer state + progress to ``out_dir/training_state.safetensors``.
 
     Optimizer tensors go in as ``optim.<param index>.<key>``; its scalars and param groups
-    go in the JSON metadata, so the file loads without unpickling anything.
+    go in the JSON metadata, so the file loads without unpickling anything. Optimizers whose
+    state holds other objects (e.g. LBFGS's lists of tensors) are not supported.
     """
     tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     opt = optimizer.state_dict()
@@ -55,6 +56,9 @@ def save_training_state(
             else:
                 scalars.setdefault(str(index), {})[key] = value
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
     meta = {
         "epoch": str(epoch),
         "param_groups": json.dumps(opt["param_groups"]),
@@ -89,4 +93,7 @@ def load_training_state(
         state.setdefault(int(index), {}).update(values)
     optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
     torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states)
     return int(meta["epoch"]), json.loads(meta["extra"])

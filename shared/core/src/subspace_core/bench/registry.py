@@ -125,7 +125,8 @@ def list_kernel_benchmarks() -> list[str]:
 
 
 def get_kernel_benchmark(op: str) -> KernelBenchmark:
-    load_plugins()
+    if op not in _KERNEL_BENCHMARKS:
+        load_plugins()
     if op not in _KERNEL_BENCHMARKS:
         raise KeyError(f"op: {op!r} has no kernel benchmark; known: {sorted(_KERNEL_BENCHMARKS)}")
     return _KERNEL_BENCHMARKS[op]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import os
 import subprocess
 from dataclasses import asdict, dataclass, fields
@@ -60,8 +61,8 @@ def environment_info(area: str, device: torch.device) -> dict[str, str]:
         pkg_version = version(dist)
     except PackageNotFoundError:
         pkg_version = "unknown"
-    module = __import__(f"subspace_{area}")
-    where = str(Path(module.__file__).resolve().parent)
+    spec = importlib.util.find_spec(f"subspace_{area}")
+    where = str(Path(spec.origin).resolve().parent) if spec and spec.origin else os.getcwd()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
     return {
         "package": dist,
