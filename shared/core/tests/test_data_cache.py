@@ -83,9 +83,9 @@ def test_install_verified_writes_exact_bytes(tmp_path):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"x" * len(GOOD), "sha256 mismatch, expected " + GOOD_FILE.sha256),
-        (GOOD[:-1], f"expected {len(GOOD)} bytes, got {len(GOOD) - 1}"),
-        (GOOD + b"!", "the source has more"),
+        (b"x" * len(GOOD), "expected sha256 " + GOOD_FILE.sha256),
+        (GOOD[:-1], f"expected size {len(GOOD)} bytes, actual size {len(GOOD) - 1} bytes"),
+        (GOOD + b"!", f"actual size >{len(GOOD)} bytes"),
     ],
 )
 def test_install_verified_refuses_bad_content(tmp_path, content, message):

@@ -174,7 +174,7 @@ def test_wrong_hash_alone_fails_and_caches_nothing(server, home):
     with pytest.raises(DatasetUnavailable) as info:
         fetch("url_only_tampered", progress=False)
     message = str(info.value)
-    assert "sha256 mismatch, expected " + GOOD_FILE.sha256 in message
+    assert "checksum mismatch for data.bin: expected sha256 " + GOOD_FILE.sha256 in message
     assert hashlib.sha256(TAMPERED).hexdigest() in message
     assert _cached(home, "url_only_tampered") == []
     assert _leftovers(home) == []
@@ -220,7 +220,7 @@ def test_all_sources_failing_give_one_error_naming_each_source(server, dead_url,
         ("1. local dir $SUBZOO_TEST_DATA_UNSET/x", "$SUBZOO_TEST_DATA_UNSET is not set"),
         (f"2. URL {dead_url}", "refused"),
         (f"3. URL {server.url('missing')}", "HTTP 404"),
-        (f"4. URL {server.url('tampered')}", "sha256 mismatch"),
+        (f"4. URL {server.url('tampered')}", "checksum mismatch"),
         (f"5. URL {server.url('truncated')}", "connection closed after"),
     ]
     blocks = _blocks(lines[1:])

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from subspace_core.console import ByteProgress
+
 __all__ = [
     "ChecksumError",
     "DownloadError",
@@ -27,11 +29,12 @@ _CHUNK = 1 << 20
 class ChecksumError(ValueError):
     """A file's sha256 differs from the pinned one; the file is refused."""
 
-    def __init__(self, what: str, expected: str, actual: str):
-        self.what, self.expected, self.actual = what, expected, actual
+    def __init__(self, what: str, expected: str | int, actual: str | int, *, kind: str = "sha256"):
+        self.what, self.expected, self.actual, self.kind = what, expected, actual, kind
+        unit = " bytes" if kind == "size" else ""
         super().__init__(
-            f"checksum mismatch for {what}: expected sha256 {expected}, actual sha256 {actual}; "
-            "the file is corrupted or was tampered with and is refused"
+            f"checksum mismatch for {what}: expected {kind} {expected}{unit}, actual {kind} "
+            f"{actual}{unit}; the file is corrupted or was tampered with and is refused"
         )
 
 
@@ -41,7 +44,8 @@ class DownloadError(OSError):
 
 def subzoo_home() -> Path:
     """Root of the Subspace Zoo cache: ``$SUBZOO_HOME``, default ``~/.cache/subzoo``."""
-    return Path(os.environ.get("SUBZOO_HOME") or Path.home() / ".cache" / "subzoo")
+    env = os.environ.get("SUBZOO_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "subzoo"
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -108,13 +112,13 @@ def download_url(
         total = int(response.headers.get("Content-Length") or 0) or None
         digest = hashlib.sha256()
         received = 0
-        with open(tmp, "wb") as out, _progress(progress, dest.name, total) as advance:
+        with open(tmp, "wb") as out, ByteProgress(dest.name, total, progress) as bar:
             try:
                 while chunk := response.read(_CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
-                    advance(len(chunk))
+                    bar.advance(len(chunk))
             except OSError as exc:
                 raise DownloadError(f"{url}: transfer failed after {received} bytes: {exc}") from exc
         if total is not None and received != total:
@@ -123,20 +127,3 @@ def download_url(
         if sha256 is not None and actual != sha256:
             raise ChecksumError(url, sha256, actual)
     return dest
-
-
-@contextmanager
-def _progress(enabled: bool, label: str, total: int | None):
-    from rich.progress import BarColumn, DownloadColumn, TransferSpeedColumn
-
-    from subspace_core.console import progress_bar
-
-    with progress_bar(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        enabled=enabled,
-    ) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)

@@ -19,6 +19,7 @@ from typing import BinaryIO
 
 from subspace_core.data.errors import ChecksumError, SourceUnavailable
 from subspace_core.data.spec import FileSpec
+from subspace_core.io import sha256_file, subzoo_home
 
 __all__ = [
     "cache_root",
@@ -36,8 +37,7 @@ _CHUNK = 1 << 20
 
 def cache_root() -> Path:
     """``$SUBZOO_HOME`` if set and non-empty, else ``~/.cache/subzoo``."""
-    env = os.environ.get("SUBZOO_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "subzoo"
+    return subzoo_home()
 
 
 def dataset_dir(dataset: str) -> Path:
@@ -49,14 +49,6 @@ def staging_root() -> Path:
     """Scratch space for sources (archives, partial downloads); same filesystem as the cache."""
     return cache_root() / "tmp"
 
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of the file at ``path``."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cached_file(dataset: str, file: FileSpec) -> Path | None:
@@ -107,9 +99,7 @@ def _copy_hashing(fin: BinaryIO, fout: BinaryIO, src: Path, file: FileSpec) -> t
         h.update(chunk)
         n += len(chunk)
         if file.size is not None and n > file.size:
-            raise ChecksumError(
-                f"{file.name}: expected {file.size} bytes, the source has more; not cached"
-            )
+            raise ChecksumError(file.name, file.size, f">{file.size}", kind="size")
         fout.write(chunk)
 
 
@@ -134,12 +124,9 @@ def install_verified(src: Path, file: FileSpec, dest: Path) -> Path:
                 fout.flush()
                 os.fsync(fout.fileno())
             if file.size is not None and n != file.size:
-                raise ChecksumError(f"{file.name}: expected {file.size} bytes, got {n}; not cached")
+                raise ChecksumError(file.name, file.size, n, kind="size")
             if digest != file.sha256:
-                raise ChecksumError(
-                    f"{file.name}: sha256 mismatch, expected {file.sha256}, got {digest} "
-                    f"({n} bytes); not cached"
-                )
+                raise ChecksumError(file.name, file.sha256, digest)
             os.replace(tmp, dest)
         except BaseException:
             tmp.unlink(missing_ok=True)

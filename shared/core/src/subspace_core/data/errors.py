@@ -5,15 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from subspace_core.io import ChecksumError  # one error type for data files and weights
+
 __all__ = ["Attempt", "ChecksumError", "DatasetUnavailable", "SourceUnavailable"]
 
 
 class SourceUnavailable(Exception):
     """A source could not deliver a file; the message says why (shown to the user)."""
-
-
-class ChecksumError(ValueError):
-    """A delivered file does not have the pinned sha256 (or size); it was not cached."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from subspace_core.data._progress import spinner
+from subspace_core.console import spinner
 from subspace_core.data.errors import SourceUnavailable
 from subspace_core.data.spec import FileSpec
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from subspace_core.data._progress import ByteProgress
+from subspace_core.console import ByteProgress
 from subspace_core.data.sources.base import Source, SourceUnavailable
 from subspace_core.data.spec import FileSpec
 
