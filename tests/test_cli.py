@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from subspace_core.cli import main
 from subspace_core.zoo import get_model_entry, resolve_checkpoint
 
@@ -78,7 +76,6 @@ def test_bench_kernels_rejects_packages(capsys):
     assert main(["bench", "kernels", "core"]) == 2
 
 
-@pytest.mark.slow
 def test_train_reproduces_within_one_point(capsys, tmp_path):
     doc = run_json(capsys, "train", CANARY, "--out", str(tmp_path), "--json")
     claimed = get_model_entry(CANARY).pretrained_cfg.metrics["fmnist_test"]["top1"]

@@ -88,13 +88,14 @@ def _kernels(args: argparse.Namespace, device: torch.device) -> BenchReport:
 
 
 def _ratio_table(report: BenchReport) -> Table:
-    table = Table(title="method vs baseline (ratio = method / baseline)")
-    for column in ("benchmark", "case", "metric", "method", "baseline", "method", "baseline",
-                   "ratio"):
-        table.add_column(column)
+    table = Table(title="method vs. baselines, measured in one process (ratio = method / baseline)")
+    for column in ("benchmark / case", "metric", "method", "baseline", "ratio"):
+        table.add_column(column, overflow="fold")
     for r in report.ratios:
-        mark = "[green]" if r["method_better"] else "[red]"
-        table.add_row(r["benchmark"], r["case"], r["metric"], r["method"], r["baseline"],
-                      f"{r['method_value']:.4g}", f"{r['baseline_value']:.4g}",
-                      f"{mark}{r['ratio']:.3g}[/]")
+        mark = "green" if r["method_better"] else "red"
+        unit = f" {r['unit']}" if r["unit"] else ""
+        table.add_row(f"{r['benchmark']}\n{r['case']}", r["metric"],
+                      f"{r['method']}\n{r['method_value']:,.4g}{unit}",
+                      f"{r['baseline']}\n{r['baseline_value']:,.4g}{unit}",
+                      f"[{mark}]{r['ratio']:.3g}[/]")
     return table
