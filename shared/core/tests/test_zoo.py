@@ -249,10 +249,17 @@ def test_zoo_save_state_dict_atomic_with_sidecar(tmp_path):
     assert (tmp_path / "ck" / (FILE + ".sha256")).read_text() == f"{digest}  {FILE}\n"
     assert sorted(p.name for p in path.parent.iterdir()) == sorted([FILE, FILE + ".sha256"])
     with safe_open(str(path), framework="pt") as fh:
-        assert fh.metadata() == {"epoch": "3", "note": "x"}
+        assert json.loads(fh.metadata()["subzoo"]) == {"epoch": 3, "note": "x"}
     loaded = load_state_dict(path, sha256=digest)
     assert torch.equal(loaded["a"], state["a"]) and torch.equal(loaded["b"], state["b"])
     assert count_parameters(loaded) == 8
+
+
+def test_zoo_save_state_dict_is_byte_reproducible(tmp_path):
+    state = {f"w{i}": torch.randn(3, 3) for i in range(6)}
+    meta = {f"k{i}": i for i in range(8)}
+    digests = {save_state_dict(state, tmp_path / f"{i}.safetensors", metadata=meta) for i in range(3)}
+    assert len(digests) == 1
 
 
 def test_zoo_load_state_dict_refuses_flipped_byte(good_file):

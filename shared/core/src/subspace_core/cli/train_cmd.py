@@ -11,6 +11,7 @@ from rich.console import Console
 from subspace_core.cli.eval_cmd import result_table
 from subspace_core.console import stderr_console
 from subspace_core.eval import evaluate
+from subspace_core.io import sha256_file
 from subspace_core.train import import_recipe
 from subspace_core.zoo import get_model_entry
 
@@ -37,7 +38,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     checkpoint = recipe(out, quick=args.quick, progress=not args.json)
     seconds = time.perf_counter() - start
-    document = {"model": entry.id, "checkpoint": str(checkpoint), "train_seconds": seconds,
+    digest = sha256_file(checkpoint)
+    shipped = entry.pretrained_cfg.sha256 if entry.pretrained_cfg else None
+    document = {"model": entry.id, "checkpoint": str(checkpoint), "sha256": digest,
+                "identical_to_shipped": digest == shipped, "train_seconds": seconds,
                 "quick": args.quick}
     if not args.no_eval and entry.pretrained_cfg is not None:
         result = evaluate(entry.id, checkpoint_path=checkpoint)
@@ -47,5 +51,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(document)
     else:
-        Console().print(f"checkpoint: {checkpoint} (trained in {seconds:.1f} s)")
+        same = " — bit-identical to the shipped checkpoint" if digest == shipped else ""
+        Console().print(f"checkpoint: {checkpoint} (trained in {seconds:.1f} s){same}")
     return 0

@@ -25,11 +25,13 @@ def save_state_dict(
     """Write ``state_dict`` as safetensors at ``path`` atomically, plus ``<path>.sha256``.
 
     Returns the file's sha256. Tensors are made contiguous CPU copies; shared storage is
-    broken (safetensors refuses aliased tensors).
+    broken (safetensors refuses aliased tensors). ``metadata`` is stored as one JSON string
+    under the key ``subzoo`` (safetensors writes several keys in a random order), so the
+    same weights and metadata always give the same bytes and the same sha256.
     """
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
-    meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = {"subzoo": json.dumps(metadata or {}, sort_keys=True, default=str)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     digest = sha256_file(path)
