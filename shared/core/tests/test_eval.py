@@ -113,7 +113,7 @@ def _model_with_checkpoint(tmp_path, protocols=("test_eval_proto",), metrics=Non
         paper="none (test)",
         recipe="some.module:train",
         metrics=metrics if metrics is not None else {protocols[0]: {"out_sum": 15.0}},
-        data={},
+        data={"dataset": "none", "input_shape": [3]},
     )
 
     @register_model(model_id, pretrained_cfg=cfg, protocols=protocols)

@@ -210,6 +210,9 @@ def test_zoo_cfg_hub_remote_url():
         ({"hub_repo": "org/repo", "revision": "main"}, "revision"),
         ({"hub_repo": "org/repo", "revision": "1" * 39}, "revision"),
         ({"hub_repo": "org/repo", "revision": "G" * 40}, "revision"),
+        ({"metrics": {}}, "metrics"),
+        ({"metrics": {"test_proto": {}}}, "metrics"),
+        ({"data": {}}, "data"),
     ],
 )
 def test_zoo_cfg_validation(overrides, names):

@@ -84,6 +84,12 @@ class PretrainedCfg:
         for name in ("license", "paper", "recipe"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: mandatory, got an empty value")
+        if not self.metrics or not all(self.metrics.values()):
+            raise ValueError(
+                f"metrics: expected claimed metrics {{protocol: {{metric: value}}}}, got {self.metrics!r}"
+            )
+        if not self.data:
+            raise ValueError("data: mandatory data config (dataset, input shape, normalisation)")
         if ":" not in self.recipe:
             raise ValueError(f"recipe: expected 'module:function', got {self.recipe!r}")
         if self.hub_repo is not None and not (self.revision and _COMMIT.match(self.revision)):
