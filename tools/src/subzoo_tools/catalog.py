@@ -11,6 +11,7 @@ Usage: ``uv run subzoo-catalog`` (write) or ``uv run subzoo-catalog --check`` (e
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -104,7 +105,25 @@ def _card(entry: ModelEntry, latest: dict[tuple[str, str, str], ResultRow]) -> s
     return "\n".join(lines) + "\n"
 
 
-def _leaderboard(entries: list[ModelEntry], latest) -> str:
+def _kernel_section(root: Path) -> list[str]:
+    """Speed-ups recorded by `subzoo bench kernels --out zoo/results/kernels`."""
+    files = sorted((root / "zoo" / "results" / "kernels").glob("*_ratios.csv"))
+    if not files:
+        return []
+    lines = ["## Kernels (speed-up over the PyTorch reference, median timings)\n",
+             "| op | case | backend | reference ms | backend ms | speed-up | device | git sha |",
+             "|---|---|---|---|---|---|---|---|"]
+    for path in files:
+        with open(path, newline="") as fh:
+            for r in csv.DictReader(fh):
+                lines.append(
+                    f"| {r['benchmark'].removeprefix('kernels/')} | {r['case']} | {r['method']} | "
+                    f"{float(r['baseline_value']):.3f} | {float(r['method_value']):.3f} | "
+                    f"{float(r['ratio']):.2f}x | {r.get('device', '')} | {r.get('git_sha', '')} |")
+    return [*lines, ""]
+
+
+def _leaderboard(entries: list[ModelEntry], latest, root: Path) -> str:
     lines = [HEADER, "# Subspace Zoo catalog\n",
              "Every number below is the latest row written by `subzoo eval` under "
              "`zoo/results/`; cards hold the details.\n"]
@@ -133,6 +152,7 @@ def _leaderboard(entries: list[ModelEntry], latest) -> str:
             lines.append(f"| `{e.id}` | " + " | ".join(values) + f" | {cfg.num_params:,} | "
                          f"{cfg.num_bytes / 1024:.0f} KiB | [card]({card_path(e.id).removeprefix('zoo/')}) |")
         lines.append("")
+    lines += _kernel_section(root)
     others = [e.id for e in entries if e.pretrained_cfg is None]
     if others:
         lines += ["## Architectures without shipped checkpoints\n",
@@ -159,7 +179,7 @@ def build_catalog(root: Path | None = None) -> dict[str, str]:
         catalog["models"].append(item)
         files[card_path(e.id)] = _card(e, latest)
     files["zoo/catalog.json"] = json.dumps(catalog, indent=2, sort_keys=True, default=list) + "\n"
-    files["zoo/README.md"] = _leaderboard(entries, latest)
+    files["zoo/README.md"] = _leaderboard(entries, latest, root)
     return files
 
 

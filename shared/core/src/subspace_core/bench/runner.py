@@ -168,5 +168,12 @@ def _plot(report: BenchReport, out_dir: Path, stem: str) -> list[Path]:
 
 
 def bench_environment(device: torch.device) -> dict[str, str]:
-    """Versions, git sha and device for a report header."""
-    return environment_info("core", device)
+    """Versions (core, torch, triton), git sha, device and date for a report header."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = environment_info("core", device)
+    try:
+        env["triton_version"] = version("triton")
+    except PackageNotFoundError:
+        env["triton_version"] = "not installed"
+    return env

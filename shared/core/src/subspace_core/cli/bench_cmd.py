@@ -48,13 +48,19 @@ def run(args: argparse.Namespace) -> int:
         if len(args.packages) > 1:
             raise ValueError(f"packages: 'kernels' takes no packages, got {args.packages[1:]}")
         report = _kernels(args, device)
-        stem = "kernels"
+        stem = f"kernels_{device.type}"
     else:
         if args.op or args.backend:
             raise ValueError("--op/--backend: only valid with 'subzoo bench kernels'")
         report = _benchmarks(args, device, out)
         stem = "bench"
     report.environment = bench_environment(device)
+    if stem.startswith("kernels"):
+        # kernel timings are only comparable on the same device and versions: stamp each row
+        stamp = {k: report.environment[k] for k in ("device", "torch_version", "triton_version",
+                                                     "git_sha", "date")}
+        report.measurements = [{**row, **stamp} for row in report.measurements]
+        report.ratios = [{**row, **stamp} for row in report.ratios]
     to_stdout = args.json == "-"
     written = write_report(report, out, stem,
                            json_path=None if to_stdout or not args.json else Path(args.json))
