@@ -1,6 +1,12 @@
-"""The core's own plugin: datasets, protocols, the canary model and core benchmarks."""
+"""The core's own plugin: datasets, protocols, the canary model, core and kernel benchmarks."""
 
-from subspace_core.benchmarks import canary as _canary  # noqa: F401  registers core/canary
 from subspace_core import data as _data  # noqa: F401  registers the core datasets
 from subspace_core import protocols as _protocols  # noqa: F401  registers fmnist_test
+from subspace_core.benchmarks import canary as _canary  # noqa: F401  registers core/canary
 from subspace_core.models import mlp_tiny as _mlp_tiny  # noqa: F401  registers the canary
+from subspace_core.ops.lowrank_linear import bench as _lowrank_linear_bench
+from subspace_core.ops.projected_adam import bench as _projected_adam_bench
+from subspace_core.ops.quantize import bench as _quantize_bench
+
+for _kernel_bench in (_lowrank_linear_bench, _projected_adam_bench, _quantize_bench):
+    _kernel_bench.register()

@@ -78,6 +78,8 @@ class KernelBenchmark:
         backends: backend name → callable taking those args.
         baseline: backend the ratios are taken against (the reference, ``torch``).
         supports: ``supports(backend, device)`` → whether the backend can run there.
+        bytes_moved: ``bytes_moved(case)`` → bytes read + written by one call, for
+            memory-bound ops; the runner then also reports achieved bandwidth (GB/s).
     """
 
     op: str
@@ -86,6 +88,7 @@ class KernelBenchmark:
     backends: dict[str, Callable[..., Any]]
     baseline: str = "torch"
     supports: Callable[[str, torch.device], bool] = lambda backend, device: True
+    bytes_moved: Callable[[dict[str, Any]], int] | None = None
 
 
 def register_benchmark(benchmark: Benchmark) -> Benchmark:

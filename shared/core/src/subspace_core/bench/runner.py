@@ -102,6 +102,11 @@ def run_kernel_benchmarks(
                                             "method": backend, "metric": "median_ms",
                                             "value": stats["median"] * 1e3, "unit": "ms",
                                             "higher_is_better": False, "iqr_ms": stats["iqr"] * 1e3})
+                if kb.bytes_moved is not None:
+                    report.measurements.append({
+                        "benchmark": f"kernels/{op}", "case": label, "method": backend,
+                        "metric": "bandwidth", "value": kb.bytes_moved(case) / stats["median"] / 1e9,
+                        "unit": "GB/s", "higher_is_better": True})
             base = timings.get(kb.baseline)
             for backend, t in timings.items():
                 if backend != kb.baseline and base:

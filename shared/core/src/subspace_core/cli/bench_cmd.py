@@ -67,7 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if to_stdout:
         emit_json(report.to_dict())
     else:
-        Console().print(_ratio_table(report))
+        if stem.startswith("kernels"):
+            Console().print(_kernel_table(report))
+        if report.ratios or not stem.startswith("kernels"):
+            Console().print(_ratio_table(report))
         stderr_console().print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
@@ -104,4 +107,22 @@ def _ratio_table(report: BenchReport) -> Table:
                       f"{r['method']}\n{r['method_value']:,.4g}{unit}",
                       f"{r['baseline']}\n{r['baseline_value']:,.4g}{unit}",
                       f"[{mark}]{r['ratio']:.3g}[/]")
+    return table
+
+
+def _kernel_table(report: BenchReport) -> Table:
+    env = report.environment
+    table = Table(title=f"kernel timings on {env.get('device')} (torch {env.get('torch_version')}, "
+                        f"triton {env.get('triton_version')}); backends that cannot run here "
+                        "are not listed")
+    for column in ("op", "case", "backend", "median", "bandwidth"):
+        table.add_column(column, overflow="fold")
+    bandwidth = {(r["benchmark"], r["case"], r["method"]): r["value"]
+                 for r in report.measurements if r["metric"] == "bandwidth"}
+    for r in report.measurements:
+        if r["metric"] != "median_ms":
+            continue
+        gbs = bandwidth.get((r["benchmark"], r["case"], r["method"]))
+        table.add_row(r["benchmark"].removeprefix("kernels/"), r["case"], r["method"],
+                      f"{r['value']:.3f} ms", "" if gbs is None else f"{gbs:.2f} GB/s")
     return table
