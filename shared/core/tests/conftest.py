@@ -10,7 +10,21 @@ from __future__ import annotations
 
 import os
 
+import pytest
 import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+
+@pytest.fixture
+def single_thread():
+    """Run a test with one intra-op thread.
+
+    Small linear-algebra problems gain nothing from threads, and on a shared 2-core box the
+    spin-waiting threads make such tests several times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

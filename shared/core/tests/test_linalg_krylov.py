@@ -21,14 +21,7 @@ from subspace_core.testing import assert_close_to_ref
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tiny problems gain nothing from intra-op threads, which on a shared 2-core box
-    only make the tests several times slower (threads spin-wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _gen(seed: int) -> torch.Generator:
