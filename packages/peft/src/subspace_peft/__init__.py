@@ -1,0 +1,3 @@
+"""Subspace Zoo PEFT: gradient-subspace optimizers and weight-subspace adapters."""
+
+__all__: list[str] = []

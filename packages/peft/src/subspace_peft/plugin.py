@@ -1,0 +1,1 @@
+"""The peft plugin: registers the package's models, datasets, protocols and benchmarks."""
