@@ -36,7 +36,7 @@ def repo_root() -> Path:
 def load_result_rows(root: Path) -> list[ResultRow]:
     rows: list[ResultRow] = []
     for path in sorted((root / "zoo" / "results").glob("*/*.csv")):
-        if path.parent.name == "kernels":
+        if path.parent.name in ("kernels", "bench"):  # timings, not eval rows
             continue
         rows += read_results(path)
     return rows
