@@ -8,7 +8,9 @@ CUDA machine it is left alone so the kernels compile for the GPU.
 
 from __future__ import annotations
 
+import http.server
 import os
+import threading
 
 import pytest
 import torch
@@ -28,3 +30,40 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def http_server():
+    """A local HTTP server on 127.0.0.1, yielding ``(base_url, routes, hits)``.
+
+    ``routes[path]`` is either the body (served with status 200) or
+    ``(status, body, content_length)`` where a ``content_length`` other than ``len(body)``
+    fakes a truncated or oversized response; ``hits`` lists the requested paths.
+    """
+    routes: dict[str, bytes | tuple[int, bytes, int | None]] = {}
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            hits.append(self.path)
+            route = routes.get(self.path, (404, b"not found", None))
+            status, body, length = (200, route, None) if isinstance(route, bytes) else route
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body) if length is None else length))
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", routes, hits
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

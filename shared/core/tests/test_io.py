@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,37 +20,6 @@ from subspace_core.io import (
 )
 
 PAYLOAD = bytes(range(256)) * 64  # 16 KiB
-
-
-@pytest.fixture
-def http_server():
-    """A local HTTP server on 127.0.0.1; ``routes[path] = (status, body, content_length)``."""
-    routes: dict[str, tuple[int, bytes, int | None]] = {}
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            status, body, length = routes.get(self.path, (404, b"not found", None))
-            self.send_response(status)
-            self.send_header("Content-Length", str(len(body) if length is None else length))
-            self.end_headers()
-            self.wfile.write(body)
-            self.wfile.flush()
-            self.close_connection = True
-
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", routes, hits
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _dead_port() -> int:

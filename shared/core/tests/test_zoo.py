@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import http.server
 import json
 import socket
 import sys
-import threading
 import uuid
 from pathlib import Path
 
@@ -47,36 +45,6 @@ def _isolated(monkeypatch, tmp_path):
         plugins, "_loaded", set(plugins._loaded) | set(plugins.available_plugins())
     )
     monkeypatch.setenv("SUBZOO_HOME", str(tmp_path / "home"))
-
-
-@pytest.fixture
-def http_server():
-    """Local HTTP server on 127.0.0.1; ``routes[path] = bytes``; ``hits`` lists requests."""
-    routes: dict[str, bytes] = {}
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            body = routes.get(self.path)
-            self.send_response(404 if body is None else 200)
-            body = b"not found" if body is None else body
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", routes, hits
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def _dead_port() -> int:
