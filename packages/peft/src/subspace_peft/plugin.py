@@ -1,1 +1,5 @@
-"""The peft plugin: registers the package's models, datasets, protocols and benchmarks."""
+"""The peft plugin: registers the package's datasets, models, protocols and benchmarks."""
+
+from subspace_peft import data as _data  # noqa: F401  newsgroups20, reuters, reuters_r52
+from subspace_peft.benchmarks import optimizer_memory as _memory  # noqa: F401  peft/optimizer_memory
+from subspace_peft.models import zoo as _zoo  # noqa: F401  peft/llama_*.text, text_val_ppl

@@ -1,0 +1,1 @@
+"""Benchmarks of the peft package (importing ``optimizer_memory`` registers it)."""
