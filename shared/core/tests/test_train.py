@@ -115,10 +115,12 @@ def test_train_state_file_layout_no_pickle(tmp_path):
         keys = set(fh.keys())
         meta = fh.metadata()
     assert {f"model.{k}" for k in model.state_dict()} <= keys
-    assert {"optim.0.exp_avg", "optim.0.exp_avg_sq", "optim.0.step", "rng.torch"} <= keys
+    state = {"optim.state.0.exp_avg", "optim.state.0.exp_avg_sq", "optim.state.0.step"}
+    assert state | {"rng.torch"} <= keys
     assert meta["epoch"] == "3"
     assert json.loads(meta["extra"]) == {"note": "x"}
-    assert json.loads(meta["param_groups"])[0]["params"] == [0, 1, 2, 3]
+    skeleton = dict(json.loads(meta["optimizer"])["__dict__"])
+    assert dict(skeleton["param_groups"][0]["__dict__"])["params"] == [0, 1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == [TRAINING_STATE]
 
 
@@ -172,3 +174,39 @@ def test_train_import_recipe():
         import_recipe("no_such_module_xyz:train")
     with pytest.raises(AttributeError):
         import_recipe("json:no_such_function")
+
+
+def test_train_state_nested_optimizer_state_round_trips(tmp_path):
+    """Optimizers with nested state (e.g. a projector dict per parameter) round-trip exactly."""
+
+    class Nested(torch.optim.SGD):
+        def step(self, closure=None):
+            super().step(closure)
+            for p in self.param_groups[0]["params"]:
+                state = self.state[p]
+                state["projector"] = {"basis": torch.randn(3, 2), "refreshes": 2, "seen": [1, 2]}
+
+    torch.manual_seed(0)
+    model = _model()
+    opt = Nested(model.parameters(), lr=0.1)
+    _epoch(model, opt)
+    save_training_state(tmp_path, model, opt, epoch=1)
+    fresh = _model()
+    fresh_opt = Nested(fresh.parameters(), lr=0.1)
+    load_training_state(tmp_path, fresh, fresh_opt)
+    before, after = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert sorted(before) == sorted(after) and all(isinstance(k, int) for k in after)
+    for index, state in before.items():
+        assert torch.equal(state["projector"]["basis"], after[index]["projector"]["basis"])
+        assert after[index]["projector"]["refreshes"] == 2
+        assert after[index]["projector"]["seen"] == [1, 2]
+
+
+def test_train_state_refuses_unpicklable_free_state(tmp_path):
+    model = _model()
+    opt = _optimizer(model)
+    _epoch(model, opt)
+    opt.state[next(model.parameters())]["closure"] = object()
+    with pytest.raises(TypeError, match="cannot be saved without pickling"):
+        save_training_state(tmp_path, model, opt, epoch=1)
+    assert not (tmp_path / TRAINING_STATE).exists()

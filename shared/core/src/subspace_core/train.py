@@ -32,6 +32,37 @@ def import_recipe(recipe: str):
     return getattr(importlib.import_module(module_name), func_name)
 
 
+def _flatten(value: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    """JSON-able skeleton of ``value`` with each tensor moved into ``tensors``.
+
+    Dicts become ``{"__dict__": [[key, value], ...]}`` so integer keys (optimizer state is
+    keyed by parameter index) survive JSON; tuples and lists stay lists.
+    """
+    if torch.is_tensor(value):
+        tensors[prefix] = value.detach().cpu().contiguous().clone()
+        return {"__tensor__": prefix}
+    if isinstance(value, dict):
+        return {"__dict__": [[k, _flatten(v, tensors, f"{prefix}.{k}")] for k, v in value.items()]}
+    if isinstance(value, list | tuple):
+        return [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    raise TypeError(
+        f"optimizer state at {prefix}: expected tensors, numbers, strings, lists or dicts, "
+        f"got {type(value).__name__} (it cannot be saved without pickling)"
+    )
+
+
+def _unflatten(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        return {k: _unflatten(v, tensors) for k, v in value["__dict__"]}
+    if isinstance(value, list):
+        return [_unflatten(v, tensors) for v in value]
+    return value
+
+
 def save_training_state(
     out_dir: str | Path,
     model: torch.nn.Module,
@@ -42,29 +73,19 @@ def save_training_state(
 ) -> Path:
     """Atomically write model + optimizer state + progress to ``out_dir/training_state.safetensors``.
 
-    Optimizer tensors go in as ``optim.<param index>.<key>``; its scalars and param groups
-    go in the JSON metadata, so the file loads without unpickling anything. Optimizers whose
-    state holds other objects (e.g. LBFGS's lists of tensors) are not supported.
+    Every tensor of the optimizer's (possibly nested) state dict is stored as a safetensors
+    entry ``optim.<path>``; the rest of its structure goes in the JSON metadata, so the file
+    loads without unpickling anything. State holding other objects raises ``TypeError``.
     """
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    opt = optimizer.state_dict()
-    scalars: dict[str, dict[str, Any]] = {}
-    for index, state in opt["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"optim.{index}.{key}"] = value.detach().cpu().contiguous().clone()
-            else:
-                scalars.setdefault(str(index), {})[key] = value
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone()
+               for k, v in model.state_dict().items()}
+    skeleton = _flatten(optimizer.state_dict(), tensors, "optim")
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
-    meta = {
-        "epoch": str(epoch),
-        "param_groups": json.dumps(opt["param_groups"]),
-        "optim_scalars": json.dumps(scalars),
-        "extra": json.dumps(extra or {}),
-    }
+    meta = {"epoch": str(epoch), "optimizer": json.dumps(skeleton),
+            "extra": json.dumps(extra or {})}
     path = Path(out_dir) / TRAINING_STATE
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
@@ -84,14 +105,7 @@ def load_training_state(
         meta = fh.metadata()
     tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            state.setdefault(int(index), {})[name] = value
-    for index, values in json.loads(meta["optim_scalars"]).items():
-        state.setdefault(int(index), {}).update(values)
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    optimizer.load_state_dict(_unflatten(json.loads(meta["optimizer"]), tensors))
     torch.set_rng_state(tensors["rng.torch"])
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
