@@ -66,11 +66,16 @@ def wheels(tmp_path_factory) -> Path:
     return out
 
 
-def test_core_wheel_ships_its_weights(wheels):
-    (wheel,) = wheels.glob("subspace_core-*.whl")
+@pytest.mark.parametrize("member", MEMBERS, ids=lambda m: m.name)
+def test_wheel_ships_the_package_weights(member, wheels):
+    module = _import_name(member)
+    shipped = sorted(p.name for p in (member / "src" / module / "weights").glob("*.safetensors"))
+    (wheel,) = wheels.glob(_project(member)["name"].replace("-", "_") + "-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "subspace_core/weights/mlp_tiny.fmnist.safetensors" in names
-    assert any(n.endswith("entry_points.txt") for n in names)
+    for name in shipped:
+        assert f"{module}/weights/{name}" in names, f"{wheel.name} lacks {name}"
+    if module == "subspace_core":
+        assert "mlp_tiny.fmnist.safetensors" in shipped
 
 
 @pytest.mark.parametrize("member", MEMBERS, ids=lambda m: m.name)
