@@ -88,3 +88,32 @@ def test_benchmark_runs(tmp_path):
     rows = run_optimizer_memory(BenchContext(quick=True, device=torch.device("cpu"), out_dir=tmp_path))
     assert {r.case for r in rows} == {"llama_7b", "llama_1b", "smollm2_135m"}
     assert (tmp_path / "peft_optimizer_memory.json").is_file()
+
+
+def _nested_bytes(value) -> int:
+    if torch.is_tensor(value):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_nested_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_nested_bytes(v) for v in value)
+    return 0
+
+
+def test_galore_formula_matches_the_real_optimizer_state():
+    """The analytic GaLore count is what GaLoreAdamW actually holds (projector bookkeeping
+    scalars aside), so the benchmark's ratios describe the shipped optimizer."""
+    from subspace_peft.benchmarks.memory import ParamShape, galore_bytes
+    from subspace_peft.models.decoder import DecoderConfig, MicroDecoder
+    from subspace_peft.optim import GaLoreAdamW, galore_param_groups
+
+    torch.manual_seed(0)
+    model = MicroDecoder(DecoderConfig(dim=64, n_layers=2, n_heads=4, hidden_dim=128,
+                                       max_seq_len=64))
+    optimizer = GaLoreAdamW(galore_param_groups(model, ("attn", "mlp"), rank=16), lr=1e-3)
+    model.loss(torch.randint(0, 257, (2, 33))).backward()
+    optimizer.step()
+    real = sum(_nested_bytes(s) for s in optimizer.state.values())
+    shapes = [ParamShape(n, tuple(p.shape)) for n, p in model.named_parameters()]
+    formula = galore_bytes(shapes, 16)
+    assert abs(real - formula) <= 0.005 * formula, (real, formula)
