@@ -9,6 +9,7 @@ CUDA machine it is left alone so the kernels compile for the GPU.
 from __future__ import annotations
 
 import http.server
+import importlib
 import os
 import threading
 
@@ -67,3 +68,19 @@ def http_server():
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture
+def triton_interpreter():
+    """``load(module)`` imports a Triton kernel module for a CPU interpreter test, or skips
+    the test (saying why) when Triton or ``TRITON_INTERPRET=1`` is missing."""
+    from subspace_core.ops import interpreter_enabled, triton_available
+
+    def load(module: str):
+        if not triton_available():
+            pytest.skip("triton is not importable (install subspace-core[triton])")
+        if not interpreter_enabled():
+            pytest.skip("needs TRITON_INTERPRET=1 (conftest sets it on machines without CUDA)")
+        return importlib.import_module(module)
+
+    return load

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from subspace_core.bench import registry as bench_registry
 from subspace_core.bench import run_kernel_benchmarks
-from subspace_core.ops import BackendUnavailable, interpreter_enabled, triton_available
+from subspace_core.ops import BackendUnavailable, triton_available
 from subspace_core.ops import lowrank_linear as lr_module
 from subspace_core.ops.lowrank_linear import bench as lr_bench
 from subspace_core.ops.lowrank_linear import (
@@ -188,14 +188,8 @@ def test_triton_support_reasons():
 
 
 @pytest.fixture
-def interpreter():
-    if not triton_available():
-        pytest.skip("triton is not importable (install subspace-core[triton])")
-    if not interpreter_enabled():
-        pytest.skip("needs TRITON_INTERPRET=1 (conftest sets it on machines without CUDA)")
-    from subspace_core.ops.lowrank_linear import triton as lr_triton
-
-    return lr_triton
+def interpreter(triton_interpreter):
+    return triton_interpreter("subspace_core.ops.lowrank_linear.triton")
 
 
 def _fwd_bwd(fn, args, backend, seed=7, **kwargs):

@@ -13,7 +13,7 @@ import torch
 
 from subspace_core.bench import registry as bench_registry
 from subspace_core.bench import run_kernel_benchmarks
-from subspace_core.ops import BackendUnavailable, interpreter_enabled, triton_available
+from subspace_core.ops import BackendUnavailable, triton_available
 from subspace_core.ops import projected_adam as pa_module
 from subspace_core.ops.projected_adam import (
     FIRA_GAMMA,
@@ -328,14 +328,8 @@ def test_bad_backend_name():
 
 
 @pytest.fixture
-def interpreter():
-    if not triton_available():
-        pytest.skip("triton is not importable (install subspace-core[triton])")
-    if not interpreter_enabled():
-        pytest.skip("needs TRITON_INTERPRET=1 (conftest sets it on machines without CUDA)")
-    from subspace_core.ops.projected_adam import triton as pa_triton
-
-    return pa_triton
+def interpreter(triton_interpreter):
+    return triton_interpreter("subspace_core.ops.projected_adam.triton")
 
 
 def _compare_backends(W, grads, P, side, *, fira, backend, device=CPU, scale=1.0, **hyper):

@@ -12,7 +12,7 @@ import torch
 
 from subspace_core.bench import registry as bench_registry
 from subspace_core.bench import run_kernel_benchmarks
-from subspace_core.ops import BackendUnavailable, interpreter_enabled, triton_available
+from subspace_core.ops import BackendUnavailable, triton_available
 from subspace_core.ops import quantize as q_module
 from subspace_core.ops.quantize import (
     QuantizedTensor,
@@ -304,14 +304,8 @@ def test_triton_support_reasons():
 
 
 @pytest.fixture
-def interpreter():
-    if not triton_available():
-        pytest.skip("triton is not importable (install subspace-core[triton])")
-    if not interpreter_enabled():
-        pytest.skip("needs TRITON_INTERPRET=1 (conftest sets it on machines without CUDA)")
-    from subspace_core.ops.quantize import triton as q_triton
-
-    return q_triton
+def interpreter(triton_interpreter):
+    return triton_interpreter("subspace_core.ops.quantize.triton")
 
 
 def _assert_same_quantized(a: QuantizedTensor, b: QuantizedTensor) -> None:

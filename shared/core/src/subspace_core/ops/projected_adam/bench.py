@@ -36,7 +36,6 @@ _QUICK = [
     {"m": 64, "n": 128, "rank": 8, "dtype": "float32", "fira": True},
 ]
 
-_BENCHMARK: KernelBenchmark | None = None
 
 
 def _cases(quick: bool) -> list[dict[str, Any]]:
@@ -70,26 +69,21 @@ def _step(backend: str) -> Callable[..., None]:
     return run
 
 
+PROJECTED_ADAM_BENCH = KernelBenchmark(
+    op="projected_adam",
+    cases=_cases,
+    make_inputs=make_inputs,
+    backends={"torch": _step("torch"), "triton": _step("triton")},
+    baseline="torch",
+    supports=lambda backend, device: backend == "torch" or device.type == "cuda",
+)
+
+
 def benchmark() -> KernelBenchmark:
-    """The (cached) ``KernelBenchmark`` of ``projected_adam``."""
-    global _BENCHMARK
-    if _BENCHMARK is None:
-        _BENCHMARK = KernelBenchmark(
-            op="projected_adam",
-            cases=_cases,
-            make_inputs=make_inputs,
-            backends={"torch": _step("torch"), "triton": _step("triton")},
-            baseline="torch",
-            supports=lambda backend, device: backend == "torch" or device.type == "cuda",
-        )
-    return _BENCHMARK
+    """The ``KernelBenchmark`` of ``projected_adam``."""
+    return PROJECTED_ADAM_BENCH
 
 
 def register() -> KernelBenchmark:
-    """Register the benchmark once; later calls return the registered one."""
-    from subspace_core.bench import registry
-
-    kb = benchmark()
-    if registry._KERNEL_BENCHMARKS.get(kb.op) is not kb:
-        register_kernel_benchmark(kb)
-    return kb
+    """Register the benchmark (idempotent)."""
+    return register_kernel_benchmark(PROJECTED_ADAM_BENCH)
