@@ -3,4 +3,5 @@
 from subspace_peft import data as _data  # noqa: F401  newsgroups20, reuters, reuters_r52
 from subspace_peft.benchmarks import optimizer_memory as _memory  # noqa: F401  peft/optimizer_memory
 from subspace_peft.benchmarks import pretraining as _pretraining  # noqa: F401  decoder_pretraining
+from subspace_peft.models import pretrained as _pretrained  # noqa: F401  shipped decoders
 from subspace_peft.models import zoo as _zoo  # noqa: F401  peft/llama_*.text, text_val_ppl

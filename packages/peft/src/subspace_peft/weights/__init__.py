@@ -1,0 +1,1 @@
+"""Shipped checkpoints of subspace-peft (safetensors, verified by sha256 on load)."""
