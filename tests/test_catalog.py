@@ -51,3 +51,17 @@ def test_package_weights_budget(repo_root):
     for weights in repo_root.glob("**/src/*/weights"):
         total = sum(p.stat().st_size for p in weights.glob("*.safetensors"))
         assert total <= 25 * 1024 * 1024, f"{weights}: {total} bytes > 25 MB"
+
+
+@pytest.mark.parametrize("model_id", PRETRAINED)
+def test_eval_reproduces_the_claimed_metrics(model_id):
+    """`subzoo eval` on the shipped file gives the card's numbers (what users will run)."""
+    from subspace_core.eval import evaluate
+
+    entry = get_model_entry(model_id)
+    for protocol, claimed in entry.pretrained_cfg.metrics.items():
+        measured = evaluate(model_id, protocol).metrics
+        for metric, value in claimed.items():
+            assert measured[metric] == pytest.approx(value, rel=1e-3, abs=1e-3), (
+                f"{model_id} {protocol}/{metric}: card {value}, measured {measured[metric]}"
+            )
