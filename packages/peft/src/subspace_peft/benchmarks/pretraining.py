@@ -29,16 +29,11 @@ __all__ = ["DECODER_PRETRAINING", "run_decoder_pretraining"]
 LABELS = {"galore": "GaLore (r=d/4)", "fira": "Fira (r=d/4)", "adamw": "AdamW"}
 
 
-def _timed_step(optimizer: torch.optim.Optimizer, times: list[float]):
-    step = optimizer.step
-
-    def timed(*args, **kwargs):
-        start = time.perf_counter()
-        out = step(*args, **kwargs)
-        times.append(time.perf_counter() - start)
-        return out
-
-    optimizer.step = timed
+def _timed_steps(optimizer: torch.optim.Optimizer, times: list[float]) -> torch.optim.Optimizer:
+    """Record the wall time of every ``optimizer.step()`` (via the optimizer's step hooks)."""
+    started: list[float] = []
+    optimizer.register_step_pre_hook(lambda *_: started.append(time.perf_counter()))
+    optimizer.register_step_post_hook(lambda *_: times.append(time.perf_counter() - started[-1]))
     return optimizer
 
 
@@ -54,7 +49,7 @@ def run_decoder_pretraining(ctx: BenchContext) -> list[Measurement]:
         torch.manual_seed(cfg.seed)
         model = MicroDecoder(LLAMA_MICRO).to(ctx.device)
         step_times: list[float] = []
-        optimizer = _timed_step(make_optimizer(model, cfg), step_times)
+        optimizer = _timed_steps(make_optimizer(model, cfg), step_times)
         start = time.perf_counter()
         train_decoder(model, train_tokens, optimizer, cfg.steps, cfg.batch, cfg.context,
                       cfg.seed, scheduler=cosine_schedule(optimizer, cfg), device=ctx.device)
