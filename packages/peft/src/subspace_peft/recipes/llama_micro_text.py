@@ -11,7 +11,7 @@ scale 0.25); embeddings and norms use AdamW in the same optimizer. ``quick`` run
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -23,8 +23,8 @@ from subspace_peft.models.train import train_decoder
 from subspace_peft.models.zoo import LLAMA_MICRO
 from subspace_peft.optim import GaLoreAdamW, galore_param_groups
 
-__all__ = ["RecipeConfig", "cosine_schedule", "make_optimizer", "train_adamw", "train_fira",
-           "train_galore"]
+__all__ = ["RecipeConfig", "cosine_schedule", "make_optimizer", "train", "train_adamw",
+           "train_fira", "train_galore"]
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,12 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, cfg: RecipeConfig):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train(optimizer: str, out_dir: str | Path, quick: bool, progress: bool) -> Path:
+def train(optimizer: str, out_dir: str | Path, *, quick: bool = False, progress: bool = True,
+          **overrides) -> Path:
+    """Train with ``optimizer`` and the recipe's settings, changed by ``overrides`` (e.g. ``lr``
+    for a learning-rate sweep of the baseline); returns the bf16 checkpoint's path."""
     cfg = RecipeConfig(optimizer=optimizer, steps=20, warmup=5) if quick else RecipeConfig(optimizer)
+    cfg = replace(cfg, **overrides)
     out_dir = Path(out_dir)
     torch.manual_seed(cfg.seed)
     model = MicroDecoder(LLAMA_MICRO)
@@ -82,14 +86,14 @@ def _train(optimizer: str, out_dir: str | Path, quick: bool, progress: bool) -> 
 
 def train_adamw(out_dir: str | Path, *, quick: bool = False, progress: bool = True) -> Path:
     """AdamW baseline on the same token budget."""
-    return _train("adamw", out_dir, quick, progress)
+    return train("adamw", out_dir, quick=quick, progress=progress)
 
 
 def train_galore(out_dir: str | Path, *, quick: bool = False, progress: bool = True) -> Path:
     """GaLore (rank 32) on the same token budget."""
-    return _train("galore", out_dir, quick, progress)
+    return train("galore", out_dir, quick=quick, progress=progress)
 
 
 def train_fira(out_dir: str | Path, *, quick: bool = False, progress: bool = True) -> Path:
     """Fira (GaLore + norm-scaled residual + growth limiter) on the same token budget."""
-    return _train("fira", out_dir, quick, progress)
+    return train("fira", out_dir, quick=quick, progress=progress)
