@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from subspace_core.io import sha256_file
-from subspace_core.zoo import get_model_entry, list_models, load_state_dict, resolve_checkpoint
+from subspace_core.zoo import (
+    count_parameters,
+    get_model_entry,
+    list_models,
+    load_state_dict,
+    resolve_checkpoint,
+)
 from subzoo_tools.catalog import latest_results, load_result_rows, stale_files
 
 PRETRAINED = list_models(pretrained=True)
@@ -28,7 +34,7 @@ def test_checkpoint_matches_its_cfg(model_id):
     assert sha256_file(resolved.path) == cfg.sha256
     assert resolved.path.stat().st_size == cfg.num_bytes
     state = load_state_dict(resolved.path, sha256=cfg.sha256)
-    assert sum(t.numel() for t in state.values()) == cfg.num_params
+    assert count_parameters(state) == cfg.num_params
     assert cfg.num_bytes <= 5 * 1024 * 1024, "DESIGN.md: a shipped checkpoint is <= 5 MB"
 
 

@@ -17,10 +17,6 @@ from subspace_core.console import stderr_console
 __all__ = ["build_parser", "main"]
 
 
-class CliError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="subzoo", description="Subspace Zoo: models, data, evaluation and benchmarks."

@@ -10,7 +10,7 @@ import torch
 
 from subspace_core.eval.protocol import get_protocol
 from subspace_core.eval.results import ResultRow, append_results, environment_info
-from subspace_core.zoo import get_model_entry, load, resolve_checkpoint
+from subspace_core.zoo import count_parameters, get_model_entry, load, resolve_checkpoint
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -64,7 +64,7 @@ def evaluate(
     resolved = resolve_checkpoint(entry.pretrained_cfg, checkpoint_path, progress=False)
     model = load(model_id, checkpoint_path=resolved.path, sha256=resolved.sha256, device=device)
     metrics = proto.run(model, device)
-    num_params = sum(t.numel() for t in model.state_dict().values())
+    num_params = count_parameters(model.state_dict())
     env = environment_info(entry.area, device)
     rows = tuple(
         ResultRow(model=model_id, protocol=name, metric=metric, value=float(value),

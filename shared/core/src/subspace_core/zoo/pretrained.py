@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -71,7 +71,6 @@ class PretrainedCfg:
     hub_repo: str | None = None
     revision: str | None = None
     notes: str = ""
-    _extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.file.endswith(".safetensors"):
