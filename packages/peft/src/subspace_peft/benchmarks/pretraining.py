@@ -1,8 +1,8 @@
 """Benchmark ``peft/decoder_pretraining``: GaLore and Fira vs AdamW at an equal token budget.
 
 Trains the micro decoder from the same initialisation on the same batches with each
-optimizer (the recipe's settings, see :mod:`subspace_peft.recipes.llama_micro_text`), then
-measures validation perplexity (``text_val_ppl`` windows) and the median optimizer-step
+optimizer at its tuned learning rate (the recipe's settings, see
+:mod:`subspace_peft.recipes.llama_micro_text`), then measures validation perplexity (``text_val_ppl`` windows) and the median optimizer-step
 wall time with the projector refresh amortised. Targets (issue 4): GaLore and Fira within
 3 % of AdamW's perplexity; step time <= 1.25x AdamW's. ``quick`` trains 60 steps (refresh
 every 20) and scores 64 windows; the full run is the recipe's 1,500 steps.
@@ -22,7 +22,12 @@ from subspace_peft.models.decoder import MicroDecoder
 from subspace_peft.models.perplexity import CONTEXT, NUM_WINDOWS, perplexity
 from subspace_peft.models.train import train_decoder
 from subspace_peft.models.zoo import LLAMA_MICRO
-from subspace_peft.recipes.llama_micro_text import RecipeConfig, cosine_schedule, make_optimizer
+from subspace_peft.recipes.llama_micro_text import (
+    TUNED_LR,
+    RecipeConfig,
+    cosine_schedule,
+    make_optimizer,
+)
 
 __all__ = ["DECODER_PRETRAINING", "run_decoder_pretraining"]
 
@@ -43,7 +48,7 @@ def run_decoder_pretraining(ctx: BenchContext) -> list[Measurement]:
     case = f"llama_micro, {'60' if ctx.quick else '1500'} steps x 8 x 256 tokens"
     rows: list[Measurement] = []
     for name, label in LABELS.items():
-        cfg = RecipeConfig(optimizer=name)
+        cfg = RecipeConfig(optimizer=name, lr=TUNED_LR[name])
         if ctx.quick:
             cfg = replace(cfg, steps=60, warmup=6, update_proj_gap=20)
         torch.manual_seed(cfg.seed)

@@ -24,10 +24,10 @@ _PAPERS = {
 
 #: optimizer -> (sha256, bytes, num_params, claimed text_val_ppl metrics)
 SHIPPED: dict[str, tuple[str, int, int, dict[str, float]]] = {
-    "adamw": ("d68e22831751cdd684295fa62671867b6093fda8cec1dd295ad9b2945ca14a62", 2_446_376,
-              1_220_352, {"ppl": 4.9725, "bits_per_token": 2.3140, "loss": 1.6039}),
-    "galore": ("deaedb69e231fe4286d257ab82fe00ae94e9556f320fbfeb7ce8781c8a8e6562", 2_446_376,
-               1_220_352, {"ppl": 5.1571, "bits_per_token": 2.3666, "loss": 1.6404}),
+    "adamw": ("32bcc48f36b651d163255f84daee9836021276b2efdc8d2447674ef8fd38fc8a", 2_446_376,
+              1_220_352, {"ppl": 4.8694, "bits_per_token": 2.2838, "loss": 1.5830}),
+    "galore": ("623d7a49e9b35b34629d74bedcdf1be5d785208fc9f973edccf7d7ae776be7cc", 2_446_376,
+               1_220_352, {"ppl": 4.9240, "bits_per_token": 2.2998, "loss": 1.5941}),
     "fira": ("09e803735331cf79f718433d0717eec483375f3c3826e7eb6220b847b233c0be", 2_446_376,
              1_220_352, {"ppl": 4.8992, "bits_per_token": 2.2925, "loss": 1.5891}),
 }
@@ -57,5 +57,6 @@ for _optimizer, (_sha, _bytes, _params, _metrics) in SHIPPED.items():
             notes="bf16 weights loaded into the fp32 model.",
         ),
         protocols=("text_val_ppl",),
-        description=f"Micro decoder (1.22M params) pre-trained with {_optimizer} on 20NG+R8 bytes.",
+        description=f"Micro decoder (1.22M params) pre-trained with {_optimizer} (tuned lr) on "
+        "20NG+R8 bytes.",
     )(_builder)
