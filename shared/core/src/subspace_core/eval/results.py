@@ -46,7 +46,9 @@ def _git_sha(where: str) -> str:
             text=True, timeout=10, check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+            # zoo/ holds results and the generated catalog: writing them is not a code change
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top,exclude)zoo"],
+            cwd=where,
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
