@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from subspace_core.linalg.bases import qr_positive
+
 __all__ = [
     "GrassmannAdam",
     "GrassmannSGD",
@@ -64,19 +66,6 @@ def _check_same_shape(U: torch.Tensor, H: torch.Tensor, nu: str, nh: str) -> Non
             f"{nh}: expected trailing shape {tuple(U.shape[-2:])} (that of {nu}), "
             f"got shape {tuple(H.shape)}"
         )
-
-
-def _qr_sign_fixed(X: torch.Tensor) -> torch.Tensor:
-    """``Q`` of the reduced QR ``X = QR`` with ``diag(R) >= 0``.
-
-    Fixing the signs makes ``Q`` a continuous function of ``X`` (LAPACK may flip a column's
-    sign between nearby inputs), and makes ``Q ≈ X`` when ``X`` is already nearly orthonormal,
-    which is what a retraction and a re-orthonormalisation need.
-    """
-    Q, R = torch.linalg.qr(X, mode="reduced")
-    signs = torch.sign(torch.diagonal(R, dim1=-2, dim2=-1))
-    signs = torch.where(signs == 0, torch.ones_like(signs), signs)
-    return Q * signs.unsqueeze(-2)
 
 
 def _orthonormality_error(U: torch.Tensor) -> float:
@@ -231,7 +220,7 @@ def grassmann_retraction(U: torch.Tensor, H: torch.Tensor) -> torch.Tensor:
     """
     _check_frames("U", U)
     _check_same_shape(U, H, "U", "H")
-    return _qr_sign_fixed(U + H)
+    return qr_positive(U + H)
 
 
 # --------------------------------------------------------------------------- optimizers
@@ -242,10 +231,10 @@ _STEP_MAPS = ("retraction", "exp")
 def _move(U: torch.Tensor, step: torch.Tensor, step_map: str) -> torch.Tensor:
     """The point reached from ``U`` along tangent ``step``, orthonormal to working precision."""
     if step_map == "retraction":
-        return _qr_sign_fixed(U + step)
+        return qr_positive(U + step)
     # The exponential map drifts off orthonormality by O(eps) per step; a sign-fixed QR is the
     # identity on an orthonormal frame, so polishing costs nothing in accuracy.
-    return _qr_sign_fixed(grassmann_exp(U, step))
+    return qr_positive(grassmann_exp(U, step))
 
 
 class _GrassmannOptimizer(torch.optim.Optimizer):
