@@ -72,6 +72,13 @@ def test_bench_quick_reports_ratios(capsys, tmp_path):
     assert (tmp_path / "bench_core_canary.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_bench_selects_single_benchmarks_by_name(capsys, tmp_path):
+    doc = run_json(capsys, "bench", "core/canary", "--quick", "--out", str(tmp_path), "--json", "-")
+    assert {r["benchmark"] for r in doc["measurements"]} == {"core/canary"}
+    assert main(["bench", "core/no_such_benchmark", "--out", str(tmp_path)]) == 2
+    assert "core/no_such_benchmark" in capsys.readouterr().err
+
+
 def test_bench_kernels_rejects_packages(capsys):
     assert main(["bench", "kernels", "core"]) == 2
 

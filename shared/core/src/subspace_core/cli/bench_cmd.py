@@ -29,7 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Run each benchmark's method and baselines in one process and report "
         "ratios. 'subzoo bench kernels' times op backends instead.",
     )
-    parser.add_argument("packages", nargs="*", help="package areas (default: all), or 'kernels'")
+    parser.add_argument("packages", nargs="*",
+                        help="package areas (e.g. peft) or benchmark names (e.g. "
+                        "peft/projector_refresh); default: all. Or 'kernels'")
     parser.add_argument("--quick", action="store_true", help="small sizes, for CI and a first look")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="runs/bench", help="folder for CSV/JSON/PNG reports")
@@ -76,7 +78,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _benchmarks(args: argparse.Namespace, device: torch.device, out: Path) -> BenchReport:
-    benchmarks = list_benchmarks(args.packages or None)
+    names = [p for p in args.packages if "/" in p]
+    areas = [p for p in args.packages if "/" not in p]
+    benchmarks = list_benchmarks(areas or None) if areas or not names else []
+    if names:
+        every = {b.name: b for b in list_benchmarks(None)}
+        unknown = [n for n in names if n not in every]
+        if unknown:
+            raise ValueError(f"packages: unknown benchmarks {unknown}; registered: {sorted(every)}")
+        benchmarks += [every[n] for n in names if every[n] not in benchmarks]
     if not benchmarks:
         raise RuntimeError(f"no benchmarks registered for {args.packages or 'any package'}")
     report = BenchReport()
