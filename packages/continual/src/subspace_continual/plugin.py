@@ -1,0 +1,1 @@
+"""The continual plugin: registers the package's datasets, models, protocols and benchmarks."""
