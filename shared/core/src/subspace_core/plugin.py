@@ -9,6 +9,8 @@ from subspace_core.models import mlp_tiny as _mlp_tiny  # noqa: F401  registers 
 from subspace_core.ops.lowrank_linear import bench as _lowrank_linear_bench
 from subspace_core.ops.projected_adam import bench as _projected_adam_bench
 from subspace_core.ops.quantize import bench as _quantize_bench
+from subspace_core.ops.selective_scan import bench as _selective_scan_bench
 
-for _kernel_bench in (_lowrank_linear_bench, _projected_adam_bench, _quantize_bench):
+for _kernel_bench in (_lowrank_linear_bench, _projected_adam_bench, _quantize_bench,
+                      _selective_scan_bench):
     _kernel_bench.register()

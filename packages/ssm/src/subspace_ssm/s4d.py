@@ -1,0 +1,260 @@
+"""S4D: the diagonal structured state-space layer (Gu, Gupta, Goel & Ré, 2022).
+
+Per channel h (``H = d_model`` channels, each its own SISO system) and mode n (``M`` complex
+modes, conjugate pairs halved, see :mod:`subspace_ssm.init`)::
+
+    x_k = Ā x_{k-1} + B̄ u_k,     y_k = 2·Re(Σ_n C_n x_k[n]) + D u_k
+
+with the continuous ``Λ = −exp(log_A_real) + i·A_imag`` discretised by the step
+``Δ = exp(log_dt)``:
+
+    ZOH        Ā = exp(ΔΛ)                     B̄ = (exp(ΔΛ) − 1)/Λ · B
+    bilinear   Ā = (1 + ΔΛ/2)/(1 − ΔΛ/2)       B̄ = Δ/(1 − ΔΛ/2) · B
+
+Both keep |Ā| < 1 whenever Re Λ < 0, which the parametrisation guarantees. Convolution mode
+unrolls the recurrence into the kernel ``K_l = 2·Re(Σ_n C_n B̄_n Ā_nˡ)`` (a Vandermonde
+product) applied by FFT; :meth:`S4D.step` runs the same system one step at a time. The layer
+is the SSM, the skip D, GELU, and a GLU output projection, as in S4D's reference block.
+Inputs are ``[batch, L, d_model]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from subspace_ssm.fftconv import fft_conv
+from subspace_ssm.hippo import hippo_legs
+from subspace_ssm.init import DIAGONAL_INITS, conj_half, diagonal_init
+from subspace_ssm.masks import check_mask, lengths_of, right_align
+from subspace_ssm.optim import mark_ssm_param
+from subspace_ssm.ptd import ptd_legs
+
+__all__ = ["DISCRETIZATIONS", "S4D", "S4DKernel", "discretize_diagonal"]
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+INITS = (*DIAGONAL_INITS, "ptd")
+
+
+def discretize_diagonal(Lambda: torch.Tensor, dt: torch.Tensor, method: str
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log Ā, B̄ / B)`` for diagonal ``Lambda [..., M]`` and steps ``dt [..., 1]``.
+
+    Returns the logarithm of Ā (powers are ``exp(l · log Ā)``, which keeps the Vandermonde
+    product stable) and the factor that turns B into B̄.
+    """
+    dtA = dt * Lambda
+    if method == "zoh":
+        return dtA, torch.expm1(dtA) / Lambda
+    if method == "bilinear":
+        return torch.log((1 + dtA / 2) / (1 - dtA / 2)), dt / (1 - dtA / 2)
+    raise ValueError(f"discretization: expected one of {DISCRETIZATIONS}, got {method!r}")
+
+
+def _complex_param(t: torch.Tensor) -> nn.Parameter:
+    # stored as real [..., 2]: safetensors checkpoints and every optimizer handle it
+    return nn.Parameter(torch.view_as_real(t.to(torch.complex64)).clone())
+
+
+class S4DKernel(nn.Module):
+    """The diagonal SSM of S4D: parameters, discretisation, kernel and recurrence.
+
+    Args:
+        d_model: channels H.
+        d_state: state size N (``N // 2`` complex modes; PTD may keep a few more, one per
+            real eigenvalue, see :func:`subspace_ssm.init.conj_half`).
+        init: ``"legs"``, ``"inv"``, ``"lin"``, ``"real"`` (S4D) or ``"ptd"`` (S4-PTD:
+            perturb-then-diagonalise HiPPO-LegS, with B and C in its eigenbasis).
+        discretization: ``"zoh"`` or ``"bilinear"``.
+        channels: independent kernels per channel (2 for a bidirectional layer).
+        dt_min, dt_max: range of the log-uniform initial steps.
+        lr: learning rate of the SSM parameters (marked for :func:`ssm_param_groups`).
+        ptd_eps: relative perturbation of the PTD init.
+        seed: seed of the PTD perturbation.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs",
+                 discretization: str = "zoh", channels: int = 1, dt_min: float = 1e-3,
+                 dt_max: float = 1e-1, lr: float | None = None, ptd_eps: float = 1e-4,
+                 seed: int = 0):
+        super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init: expected one of {INITS}, got {init!r}")
+        if discretization not in DISCRETIZATIONS:
+            raise ValueError(f"discretization: expected one of {DISCRETIZATIONS}, "
+                             f"got {discretization!r}")
+        if not 0 < dt_min <= dt_max:
+            raise ValueError(f"dt_min, dt_max: expected 0 < dt_min <= dt_max, got {dt_min}, {dt_max}")
+        H = d_model
+        self.d_model, self.d_state, self.channels = H, d_state, channels
+        self.discretization = discretization
+        log_dt = torch.rand(H) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        if init == "ptd":
+            if d_state % 2:
+                raise ValueError(f"d_state: expected an even state size for init='ptd', got {d_state}")
+            res = ptd_legs(d_state, ptd_eps, seed=seed)
+            C_full = torch.randn(channels, H, d_state, dtype=torch.float64) * 0.5**0.5
+            B_full = res.V_inv @ hippo_legs(d_state)[1].to(torch.complex128)
+            Lam, B, C = conj_half(res.Lambda, B_full, C_full.to(torch.complex128) @ res.V)
+            # a perturbed eigenvalue may sit just right of the axis: keep the system stable
+            Lam = torch.complex(Lam.real.clamp(max=-1e-4), Lam.imag)
+            B = B.expand(H, -1)
+        else:
+            Lam = diagonal_init(init, d_state)
+            B = torch.ones(H, Lam.shape[0], dtype=torch.complex128)
+            C = torch.randn(channels, H, Lam.shape[0], dtype=torch.complex128) * 0.5**0.5
+        Lam = Lam.expand(H, -1)
+        self.log_dt = mark_ssm_param(nn.Parameter(log_dt), lr)
+        self.log_A_real = mark_ssm_param(nn.Parameter(torch.log(-Lam.real).float().clone()), lr)
+        self.A_imag = mark_ssm_param(nn.Parameter(Lam.imag.float().clone()), lr)
+        self.B = mark_ssm_param(_complex_param(B), lr)
+        self.C = _complex_param(C)
+
+    @property
+    def n_modes(self) -> int:
+        """M, the number of stored complex modes."""
+        return self.A_imag.shape[-1]
+
+    def eigenvalues(self) -> torch.Tensor:
+        """Continuous Λ ``[H, M]`` complex64."""
+        return torch.complex(-torch.exp(self.log_A_real), self.A_imag)
+
+    def discrete(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(log Ā [H, M], B̄ [H, M], C [channels, H, M])``, complex64."""
+        dt = torch.exp(self.log_dt)[:, None]
+        log_a, b_factor = discretize_diagonal(self.eigenvalues(), dt, self.discretization)
+        return log_a, b_factor * torch.view_as_complex(self.B), torch.view_as_complex(self.C)
+
+    def kernel(self, L: int) -> torch.Tensor:
+        """Convolution kernel ``[channels, H, L]``: ``K_l = 2·Re(Σ_n C_n B̄_n Ā_nˡ)``."""
+        log_a, Bb, C = self.discrete()
+        powers = torch.exp(log_a[..., None] * torch.arange(L, device=log_a.device))  # [H, M, L]
+        return 2 * torch.einsum("chm,hml->chl", C * Bb, powers).real
+
+    def state_to_output(self, x: torch.Tensor, log_a: torch.Tensor, C: torch.Tensor,
+                        L: int) -> torch.Tensor:
+        """Zero-input response ``[batch, H, L]`` of the state ``x [batch, H, M]``:
+        ``2·Re(Σ_n C_n Ā_n^{l+1} x_n)``."""
+        powers = torch.exp(log_a[..., None] * torch.arange(1, L + 1, device=log_a.device))
+        return 2 * torch.einsum("hm,bhm,hml->bhl", C, x, powers).real
+
+    def final_state(self, u: torch.Tensor, x0: torch.Tensor | None,
+                    lengths: torch.Tensor | None) -> torch.Tensor:
+        """State after the last (real) step, ``[batch, H, M]`` complex, for ``u [batch, H, L]``.
+
+        ``x = Āˡᵉⁿ x0 + B̄ Σ_k Ā^{len−1−k} u_k``: a Vandermonde product over right-aligned input.
+        """
+        log_a, Bb, _ = self.discrete()
+        b, _, L = u.shape
+        if lengths is None:
+            lengths = torch.full((b,), L, device=u.device, dtype=torch.long)
+        else:
+            u = right_align(u, lengths)
+        powers = torch.exp(log_a[..., None] * torch.arange(L - 1, -1, -1, device=u.device))
+        x = Bb * torch.einsum("bhl,hml->bhm", u.to(powers.dtype), powers)
+        if x0 is not None:
+            x = x + torch.exp(log_a * lengths[:, None, None]) * x0
+        return x
+
+
+class S4D(nn.Module):
+    """S4D layer: SSM (+ D skip) → GELU → Linear(H, 2H) → GLU, on ``[batch, L, d_model]``.
+
+    Args:
+        d_model: channels H.
+        d_state: state size N.
+        init, discretization, dt_min, dt_max, lr, ptd_eps, seed: see :class:`S4DKernel`.
+        bidirectional: add an anti-causal kernel (no ``step``, no state passing).
+        dropout: dropout after the activation.
+    """
+
+    def __init__(self, d_model: int, d_state: int = 64, *, init: str = "legs",
+                 discretization: str = "zoh", bidirectional: bool = False,
+                 dropout: float = 0.0, dt_min: float = 1e-3, dt_max: float = 1e-1,
+                 lr: float | None = None, ptd_eps: float = 1e-4, seed: int = 0):
+        super().__init__()
+        self.d_model = d_model
+        self.bidirectional = bidirectional
+        self.ssm = S4DKernel(d_model, d_state, init=init, discretization=discretization,
+                             channels=2 if bidirectional else 1, dt_min=dt_min, dt_max=dt_max,
+                             lr=lr, ptd_eps=ptd_eps, seed=seed)
+        self.D = nn.Parameter(torch.randn(d_model))
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(d_model, 2 * d_model)
+
+    def _post(self, y: torch.Tensor) -> torch.Tensor:
+        # pointwise after the SSM: the same in convolution and recurrent mode
+        return F.glu(self.out(self.dropout(F.gelu(y))), dim=-1)
+
+    def forward(self, u: torch.Tensor, mask: torch.Tensor | None = None,
+                initial_state: torch.Tensor | None = None, return_state: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Convolution mode.
+
+        Args:
+            u: ``[batch, L, d_model]``.
+            mask: bool ``[batch, L]`` (right padding) or None; padded inputs are zeroed, so
+                real positions do not see the padding.
+            initial_state: complex ``[batch, d_model, M]`` state before the first step.
+            return_state: also return the state after each sequence's last real step.
+
+        Returns ``y [batch, L, d_model]`` (padded positions are not meaningful) or
+        ``(y, state)``.
+        """
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"u: expected shape (batch, L, {self.d_model}), got {tuple(u.shape)}")
+        b, L, _ = u.shape
+        mask = check_mask(mask, b, L)
+        if self.bidirectional and (initial_state is not None or return_state):
+            raise ValueError("initial_state/return_state: a bidirectional layer has no causal "
+                             "state to pass")
+        if mask is not None:
+            u = u * mask[..., None]
+        x = u.transpose(1, 2)  # [b, H, L]
+        K = self.ssm.kernel(L)
+        y = fft_conv(x, K[0], K[1] if self.bidirectional else None)
+        if initial_state is not None:
+            self._check_state(initial_state, b)
+            log_a, _, C = self.ssm.discrete()
+            y = y + self.ssm.state_to_output(initial_state, log_a, C[0], L)
+        y = y + self.D[:, None] * x
+        out = self._post(y.transpose(1, 2))
+        if not return_state:
+            return out
+        lengths = None if mask is None else lengths_of(mask)
+        return out, self.ssm.final_state(x, initial_state, lengths)
+
+    def _check_state(self, state: torch.Tensor, batch: int) -> None:
+        expected = (batch, self.d_model, self.ssm.n_modes)
+        if tuple(state.shape) != expected or not state.is_complex():
+            raise ValueError(f"state: expected a complex tensor of shape {expected}, got "
+                             f"{state.dtype} {tuple(state.shape)}")
+
+    def default_state(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """Zero state ``[batch, d_model, M]`` complex64."""
+        return torch.zeros(batch, self.d_model, self.ssm.n_modes, dtype=torch.complex64,
+                           device=device)
+
+    def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One recurrent step: ``u [batch, d_model]`` → ``(y [batch, d_model], new state)``."""
+        if self.bidirectional:
+            raise RuntimeError("step: a bidirectional layer sees the future; it has no "
+                               "recurrent mode")
+        self._check_state(state, u.shape[0])
+        log_a, Bb, C = self.ssm.discrete()
+        state = torch.exp(log_a) * state + Bb * u[..., None]
+        y = 2 * (C[0] * state).sum(-1).real + self.D * u
+        return self._post(y), state
+
+    def forward_recurrent(self, u: torch.Tensor, initial_state: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`step` over ``u [batch, L, d_model]``: ``(y, final state)``."""
+        state = self.default_state(u.shape[0], u.device) if initial_state is None else initial_state
+        ys = []
+        for t in range(u.shape[1]):
+            y, state = self.step(u[:, t], state)
+            ys.append(y)
+        return torch.stack(ys, 1), state

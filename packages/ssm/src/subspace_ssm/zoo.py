@@ -1,0 +1,76 @@
+"""Zoo entries of the package: architectures only (no shipped weights yet).
+
+Ids are ``ssm/<arch>_small.<task>``; the task fixes the input side of the classifier:
+
+* ``sfmnist``: sequential Fashion-MNIST, one pixel per step (L = 784), 10 classes.
+* ``listops``: ListOps token sequences, :data:`LISTOPS_VOCAB` tokens (0 = padding), 10 classes.
+
+Every builder takes keyword overrides of :class:`~subspace_ssm.classifier.SSMClassifier`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from subspace_core.zoo import register_model
+from subspace_ssm.classifier import SSMClassifier
+
+__all__ = ["ARCHS", "LISTOPS_VOCAB", "TASKS", "build"]
+
+#: ListOps vocabulary: padding, digits 0-9, [MIN [MAX [MED [SM, ']' (and room for two more).
+LISTOPS_VOCAB = 18
+
+TASKS: dict[str, dict[str, Any]] = {
+    "sfmnist": {"n_classes": 10, "encoder": "linear", "d_input": 1},
+    "listops": {"n_classes": 10, "encoder": "embedding", "vocab_size": LISTOPS_VOCAB},
+}
+
+#: arch → (kind, sizes, layer kwargs); "small" = d_model 64, 4 layers.
+ARCHS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
+    "s4d_small": ("s4d", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "legs"}),
+    "s4d_ptd_small": ("s4d", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "ptd"}),
+    "s4_small": ("s4", {"d_model": 64, "n_layers": 4, "d_state": 64}, {}),
+    "s5_small": ("s5", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "legs"}),
+    "s5_ptd_small": ("s5", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "ptd"}),
+    "mamba_small": ("mamba", {"d_model": 64, "n_layers": 4, "d_state": 16}, {}),
+}
+
+_REGISTERED = [
+    ("s4d_small", "sfmnist"), ("s4d_small", "listops"),
+    ("s4d_ptd_small", "sfmnist"), ("s4_small", "sfmnist"), ("s5_small", "sfmnist"),
+    ("s5_ptd_small", "sfmnist"), ("s5_ptd_small", "listops"),
+    ("mamba_small", "listops"),
+]
+
+
+def build(arch: str, task: str, **overrides: Any) -> nn.Module:
+    """The classifier of ``arch`` for ``task`` (``overrides`` replace any keyword)."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch: expected one of {sorted(ARCHS)}, got {arch!r}")
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {sorted(TASKS)}, got {task!r}")
+    kind, sizes, layer_kwargs = ARCHS[arch]
+    kwargs: dict[str, Any] = {"kind": kind, **sizes, **TASKS[task]}
+    kwargs["layer_kwargs"] = {**layer_kwargs, **overrides.pop("layer_kwargs", {})}
+    kwargs.update(overrides)
+    return SSMClassifier(**kwargs)
+
+
+def _register(arch: str, task: str) -> None:
+    kind, sizes, layer_kwargs = ARCHS[arch]
+    init = f", init={layer_kwargs['init']}" if "init" in layer_kwargs else ""
+    description = (f"{kind.upper()} classifier (d_model={sizes['d_model']}, "
+                   f"{sizes['n_layers']} layers, d_state={sizes['d_state']}{init}) for "
+                   f"{task}. No weights shipped yet.")
+
+    def builder(**overrides: Any) -> nn.Module:
+        return build(arch, task, **overrides)
+
+    builder.__name__ = f"{arch}_{task}"
+    register_model(f"ssm/{arch}.{task}", description=description)(builder)
+
+
+for _arch, _task in _REGISTERED:
+    _register(_arch, _task)
