@@ -1,3 +1,76 @@
-"""Subspace Zoo continual learning: gradient-subspace methods (GPM-style, FOT, HLOP) and metrics."""
+"""Subspace Zoo continual learning: gradient-subspace methods (GPM-style, FOT) and exact metrics.
 
-__all__: list[str] = []
+- :mod:`~subspace_continual.metrics`: accuracy matrix, ACC, BWT, forgetting, FWT, Avalanche
+  conversions.
+- :mod:`~subspace_continual.memory`: :class:`SubspaceMemory` (per-layer bases, energy
+  threshold, projection for Linear/Conv2d, SGD and Adam).
+- :mod:`~subspace_continual.data`: Permuted-MNIST, Split-Fashion-MNIST, power-law schedules.
+- :mod:`~subspace_continual.harness`, :mod:`~subspace_continual.gpm`,
+  :mod:`~subspace_continual.baselines`: one training harness; GPM, EWC, ER, A-GEM.
+- :mod:`~subspace_continual.fot`: federated FOT / FedAvg and robust aggregators.
+"""
+
+from subspace_continual.baselines import AGEM, EWC, EpisodicMemory, ExperienceReplay
+from subspace_continual.data import (
+    Scenario,
+    Task,
+    permuted_mnist,
+    power_law_schedule,
+    split_fashion_mnist,
+    synthetic_subspaces,
+)
+from subspace_continual.fot import FedConfig, aggregate, flag_aggregate, run_federated
+from subspace_continual.gpm import GPM
+from subspace_continual.harness import (
+    ContinualResult,
+    Strategy,
+    TrainConfig,
+    evaluate,
+    make_strategy,
+    run_sequence,
+)
+from subspace_continual.memory import LayerUpdate, SubspaceMemory
+from subspace_continual.metrics import (
+    ContinualMetrics,
+    average_accuracy,
+    backward_transfer,
+    forgetting,
+    forward_transfer,
+    summarize,
+    to_avalanche,
+)
+from subspace_continual.models import MultiHeadMLP
+
+__all__ = [
+    "AGEM",
+    "EWC",
+    "GPM",
+    "ContinualMetrics",
+    "ContinualResult",
+    "EpisodicMemory",
+    "ExperienceReplay",
+    "FedConfig",
+    "LayerUpdate",
+    "MultiHeadMLP",
+    "Scenario",
+    "Strategy",
+    "SubspaceMemory",
+    "Task",
+    "TrainConfig",
+    "aggregate",
+    "average_accuracy",
+    "backward_transfer",
+    "evaluate",
+    "flag_aggregate",
+    "forgetting",
+    "forward_transfer",
+    "make_strategy",
+    "permuted_mnist",
+    "power_law_schedule",
+    "run_federated",
+    "run_sequence",
+    "split_fashion_mnist",
+    "summarize",
+    "synthetic_subspaces",
+    "to_avalanche",
+]

@@ -1,0 +1,30 @@
+"""The plugin registers continual/pmnist; the heat map is written; quick run is slow-marked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from subspace_continual.benchmarks import PMNIST, plot_accuracy_matrix
+from subspace_core.bench import BenchContext, list_benchmarks, run_benchmark
+
+
+def test_plugin_registers_pmnist_benchmark():
+    names = [b.name for b in list_benchmarks(["continual"])]
+    assert "continual/pmnist" in names
+    assert PMNIST.method == "GPM" and "fine-tuning" in PMNIST.baselines
+
+
+def test_heat_map_png(tmp_path):
+    R = torch.tensor([[90.0, float("nan")], [85.0, 92.0]])
+    path = plot_accuracy_matrix(R, tmp_path / "r.png", "test")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_quick_pmnist_benchmark(tmp_path):
+    report = run_benchmark(PMNIST, BenchContext(quick=True, device=torch.device("cpu"),
+                                                out_dir=tmp_path))
+    acc = {r["method"]: r["value"] for r in report.measurements if r["metric"] == "ACC"}
+    assert acc["GPM"] > acc["fine-tuning"]
+    assert len(list(tmp_path.glob("continual_pmnist_*.png"))) == 5

@@ -1,0 +1,84 @@
+"""FOT (federated orthogonal training) and the robust aggregators."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from subspace_continual.data import synthetic_subspaces as synthetic
+from subspace_continual.fot import (
+    FedConfig,
+    aggregate,
+    client_subspace,
+    coordinate_median,
+    flag_aggregate,
+    run_federated,
+    server_subspace,
+)
+from subspace_continual.memory import SubspaceMemory
+
+SMALL = dict(num_clients=4, rounds_per_task=3, local_steps=5, hidden=(24, 24), lr=0.1,
+             batch_size=10)
+
+
+def test_fot_with_full_thresholds_keeps_old_tasks_exactly():
+    scenario = synthetic("task", num_tasks=3, n=160)
+    fot = run_federated(scenario, FedConfig(method="fot", threshold=1.0, client_threshold=1.0,
+                                            **SMALL))
+    for j in range(3):
+        assert fot.R[j:, j].tolist() == [fot.R[j, j].item()] * (3 - j)
+    assert fot.metrics.bwt == 0.0
+    assert fot.info["basis_sizes"]["body.0"] == 15
+
+
+def test_server_subspace_equals_centralised_basis():
+    """With client_threshold=1 the clients' summaries keep the pooled Gram exactly."""
+    g = torch.Generator().manual_seed(0)
+    clients = [torch.randn(30, 12, generator=g, dtype=torch.float64) @
+               torch.randn(12, 20, generator=g, dtype=torch.float64) for _ in range(3)]
+    model = torch.nn.Sequential(torch.nn.Linear(20, 2, bias=False))
+    central = SubspaceMemory(model, threshold=0.9, dtype=torch.float64)
+    central.add_activations("0", torch.cat(clients))
+    central.update()
+    summaries = []
+    for rows in clients:
+        local = SubspaceMemory(model, dtype=torch.float64)
+        local.add_activations("0", rows)
+        summaries.append(client_subspace(local.representation("0"), 1.0))
+    U = server_subspace(summaries, 0.9, None)
+    V = central.bases["0"]
+    assert U.shape == V.shape
+    torch.testing.assert_close(U @ U.T, V @ V.T, atol=1e-8, rtol=0)
+
+
+def _updates(byzantine: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    true = torch.randn(2000, generator=g)
+    honest = true + 0.3 * torch.randn(10 - byzantine, 2000, generator=g)
+    attack = 100 * torch.randn(byzantine, 2000, generator=g)
+    return torch.cat([attack, honest]), true
+
+
+def test_flag_and_median_resist_byzantine_clients_mean_does_not():
+    G, true = _updates(byzantine=2)
+    err = {m: float((aggregate(G, m) - true).norm() / true.norm()) for m in ("mean", "median",
+                                                                              "flag")}
+    assert err["mean"] > 5
+    assert err["median"] < 0.3 and err["flag"] < 0.3, err
+    clean, true = _updates(byzantine=0)
+    assert float((flag_aggregate(clean) - true).norm() / true.norm()) < 0.2
+
+
+def test_aggregator_details():
+    G = torch.tensor([[1.0, 5.0], [2.0, -1.0], [10.0, 0.0]])
+    assert coordinate_median(G).tolist() == [2.0, 0.0]
+    assert coordinate_median(G[:2]).tolist() == [1.5, 2.0]
+    # identical updates: the flag aggregate is that update
+    same = torch.tensor([[3.0, 4.0]] * 4)
+    torch.testing.assert_close(flag_aggregate(same), torch.tensor([3.0, 4.0]))
+    with pytest.raises(ValueError, match="method"):
+        aggregate(G, "krum")
+    with pytest.raises(ValueError, match="m: expected"):
+        flag_aggregate(G, m=5)
+    with pytest.raises(ValueError, match="byzantine"):
+        run_federated(synthetic(), FedConfig(num_clients=2, byzantine=2))
