@@ -28,8 +28,8 @@ SHIPPED: dict[str, tuple[str, int, int, dict[str, float]]] = {
               1_220_352, {"ppl": 4.8694, "bits_per_token": 2.2838, "loss": 1.5830}),
     "galore": ("623d7a49e9b35b34629d74bedcdf1be5d785208fc9f973edccf7d7ae776be7cc", 2_446_376,
                1_220_352, {"ppl": 4.9240, "bits_per_token": 2.2998, "loss": 1.5941}),
-    "fira": ("09e803735331cf79f718433d0717eec483375f3c3826e7eb6220b847b233c0be", 2_446_376,
-             1_220_352, {"ppl": 4.8992, "bits_per_token": 2.2925, "loss": 1.5891}),
+    "fira": ("1aa670fa4158d06c05291c3adec7a3c8d637ca5a955b79449c2b4cd91eabf5a0", 2_446_376,
+             1_220_352, {"ppl": 4.7025, "bits_per_token": 2.2334, "loss": 1.5481}),
 }
 
 
