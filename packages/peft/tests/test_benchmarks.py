@@ -39,10 +39,10 @@ def test_refresh_benchmark_energy_drops_for_a_wrong_basis():
     assert energy["warm subspace iteration (ours)"] > 95.0  # 2 iterations recover it anyway
 
 
-@pytest.mark.parametrize("method", ["adamw", "galore", "lora"])
+@pytest.mark.parametrize("method", ["adamw", "galore", "qgalore", "lora"])
 def test_measured_state_matches_the_analytic_count(method):
     measured, analytic = _micro_case(method)
     if method == "adamw":
         assert measured == analytic + 4 * 56  # torch keeps one fp32 step tensor per parameter
     else:
-        assert analytic <= measured <= 1.001 * analytic
+        assert analytic <= measured <= 1.005 * analytic  # + step counters, similarity queue

@@ -293,3 +293,139 @@ def test_bfloat16_weights_keep_float32_state_across_a_weights_only_reload(tmp_pa
         assert fresh.state[w][key].dtype == torch.float32
         assert torch.equal(fresh.state[w][key], opt.state[w][key])
     assert fresh.state[w]["projector"]["basis"].dtype == torch.float32
+
+
+# ------------------------------------------------------------- multi-tensor fast path
+def test_plain_group_is_bit_identical_to_torch_adamw_foreach():
+    """A group without 'rank' is torch.optim.AdamW(foreach=True) bit for bit, weight decay
+    and several steps included (embeddings, matrices, vectors of different sizes)."""
+    ref, ours = make_model(), make_model()
+    kw = dict(lr=3e-3, betas=(0.9, 0.95), eps=1e-7, weight_decay=0.1)
+    ref_opt = torch.optim.AdamW(ref.parameters(), foreach=True, **kw)
+    our_opt = GaLoreAdamW(ours.parameters(), **kw)
+    train(ref, ref_opt, range(7))
+    train(ours, our_opt, range(7))
+    for (name, a), b in zip(ref.named_parameters(), ours.parameters(), strict=True):
+        assert torch.equal(a, b), name
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            assert torch.equal(ref_opt.state[a][key], our_opt.state[b][key]), (name, key)
+
+
+def _reference_steps(W, grads, P, side, *, fira, steps_kw):
+    """projected_adam_ref on copies: the spec the optimizer's batched path must match."""
+    from subspace_core.ops.projected_adam import projected_adam_ref
+
+    W = W.detach().clone()
+    shape = (P.shape[1], W.shape[1]) if side == "left" else (W.shape[0], P.shape[1])
+    M, V = torch.zeros(shape), torch.zeros(shape)
+    fira_state = torch.zeros(()) if fira else None
+    for t, G in enumerate(grads, start=1):
+        projected_adam_ref(W, G, P, M, V, step=t, side=side, fira_state=fira_state, **steps_kw)
+    return W, M, V, fira_state
+
+
+@pytest.mark.parametrize("fira", [False, True])
+@pytest.mark.parametrize("quant_bits", [None, 8])
+def test_batched_projected_steps_match_the_core_reference(fira, quant_bits):
+    """Several weights of a group (runs of equal shapes on both sides, as the fast path
+    batches them) against projected_adam_ref weight by weight, over 5 steps with growing
+    gradients (so that Fira's limiter engages)."""
+    torch.manual_seed(0)
+    shapes = [(12, 8), (12, 8), (12, 8), (6, 10), (6, 10), (9, 9)]
+    weights = [nn.Parameter(torch.randn(s)) for s in shapes]
+    kw = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, weight_decay=0.05, alpha=0.5)
+    opt = GaLoreAdamW([{"params": weights, "rank": 3, "scale": 0.5, "update_proj_gap": 10**6,
+                        "fira": fira, "quant_bits": quant_bits, "quant_group_size": 3}],
+                      lr=kw["lr"], betas=(0.9, 0.99), eps=1e-8, weight_decay=0.05)
+    bases, inits = [], [w.detach().clone() for w in weights]
+    for w in weights:
+        proj = opt.projector(w)
+        proj.install_basis(torch.linalg.qr(torch.randn(proj.basis_rows, 3)).Q)
+        bases.append((proj.basis(), proj.side))  # dequantised when quantised
+    grads = [[(1.5**t) * torch.randn(s) for t in range(5)] for s in shapes]
+    for t in range(5):
+        for w, g in zip(weights, grads, strict=True):
+            w.grad = g[t]
+        opt.step()
+    assert {side for _, side in bases} == {"left", "right"}
+    for w, w0, g, (P, side) in zip(weights, inits, grads, bases, strict=True):
+        W, M, V, fs = _reference_steps(w0, g, P, side, fira=fira, steps_kw=kw)
+        state = opt.state[w]
+        torch.testing.assert_close(w.detach(), W, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(state["exp_avg"], M, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(state["exp_avg_sq"], V, rtol=1e-5, atol=1e-9)
+        if fira:
+            torch.testing.assert_close(state["fira_state"], fs, rtol=1e-4, atol=0)
+    if fira:  # the limiter acted: without it (huge γ) the reference ends elsewhere
+        free = _reference_steps(inits[0], grads[0], *bases[0], fira=True,
+                                steps_kw={**kw, "fira_gamma": 1e9})
+        assert not torch.allclose(free[0], weights[0].detach(), rtol=1e-3, atol=1e-4)
+
+
+def test_bfloat16_weights_match_the_core_reference():
+    torch.manual_seed(0)
+    w = nn.Parameter(torch.randn(16, 8).bfloat16())
+    w0 = w.detach().clone()
+    opt = GaLoreAdamW([{"params": [w], "rank": 3, "update_proj_gap": 10**6, "fira": True}],
+                      lr=1e-2, weight_decay=0.1)
+    proj = opt.projector(w)
+    proj.install_basis(torch.linalg.qr(torch.randn(8, 3)).Q)
+    grads = [torch.randn(16, 8).bfloat16() for _ in range(3)]
+    for g in grads:
+        w.grad = g
+        opt.step()
+    kw = dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1, alpha=0.25)
+    W, *_ = _reference_steps(w0, grads, proj.basis(), proj.side, fira=True, steps_kw=kw)
+    assert w.dtype == torch.bfloat16
+    torch.testing.assert_close(w.detach().float(), W.float(), rtol=1e-2, atol=1e-2)
+    assert (w.detach() != W).float().mean() < 0.02  # bf16 rounding: rare one-ulp flips only
+
+
+def test_moments_of_a_group_share_one_buffer_and_resume_from_plain_tensors(tmp_path):
+    """The fast path keeps a whole group's moments in one buffer (views in the state); a
+    state dict saved from it loads as separate tensors and is laid out again, bit-exactly."""
+    model = make_model()
+    opt = make_opt(model, {})
+    train(model, opt, range(2))
+    projected = opt.param_groups[1]["params"]
+    ptrs = {opt.state[p]["exp_avg"].untyped_storage().data_ptr() for p in projected}
+    assert len(ptrs) == 1
+    torch.save(opt.state_dict(), tmp_path / "o.pt")
+    fresh = make_opt(model, {})
+    fresh.load_state_dict(torch.load(tmp_path / "o.pt", weights_only=True))
+    for p in projected:
+        assert torch.equal(fresh.state[p]["exp_avg"], opt.state[p]["exp_avg"])
+        assert fresh.state[p]["exp_avg"].numel() == fresh.state[p]["exp_avg"].untyped_storage(
+        ).nbytes() // 4  # a plain tensor of its own after loading
+
+
+def test_step_param_equals_the_batched_group_step():
+    """``_step_param(p, group, state)`` (the per-parameter entry point, e.g. for a gathered
+    FSDP2 weight) takes the same step as ``step()`` up to float32 rounding."""
+    a, b = make_model(), make_model()
+    opt_a, opt_b = make_opt(a, {"fira": True}), make_opt(b, {"fira": True})
+    for t in range(4):
+        for model in (a, b):
+            x, y = batch(t)
+            model.zero_grad(set_to_none=True)
+            nn.functional.mse_loss(model(x), y).backward()
+        opt_a.step()
+        for group in opt_b.param_groups:
+            for p in group["params"]:
+                opt_b._step_param(p, group, opt_b.state[p])
+    for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_unknown_backend_is_a_clear_error():
+    model = make_model()
+    with pytest.raises(ValueError, match=r"backend: expected one of .* got 'cuda'"):
+        GaLoreAdamW(galore_param_groups(model, "attn", rank=4, backend="cuda"))
+
+
+def test_a_refused_param_group_is_not_kept():
+    model = make_model()
+    opt = GaLoreAdamW([{"params": [model.head.weight]}])
+    with pytest.raises(ValueError, match=r"rank: expected an int in \[1, min\(m, n\) = 12\]"):
+        opt.add_param_group({"params": [model.attn["q_proj"].weight], "rank": 20})
+    assert len(opt.param_groups) == 1

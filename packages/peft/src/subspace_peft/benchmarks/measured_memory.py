@@ -12,7 +12,11 @@ weights, where each method also runs in a fresh subprocess that reports its peak
 memory (``peak_rss``, MiB; weights + gradients + optimizer state + activations of a
 batch of 2 x 64 tokens; the CPU allocator's high-water mark, so it includes transients).
 Rank ``d/4`` on the ``attn``/``mlp`` linears for every low-rank method; LoRA is Hugging
-Face ``peft`` (base model frozen, AdamW on the adapters).
+Face ``peft`` (base model frozen, AdamW on the adapters); 8-bit AdamW and Q-GaLore's moments
+are :class:`~subspace_peft.optim.GaLoreAdamW8bit`'s block-wise 8-bit format with
+bitsandbytes' block layout (2,048 per block, fp32 below 4,096 elements; 8-bit moments keep
+one fp32 scale per block and a small shape record); Q-GaLore adds the INT4 basis and the
+lazy refresh.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import nn
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 from subspace_peft.benchmarks.memory import METHODS as ANALYTIC
 from subspace_peft.benchmarks.memory import ParamShape
-from subspace_peft.optim import GaLoreAdamW, galore_param_groups
+from subspace_peft.optim import GaLoreAdamW, GaLoreAdamW8bit, galore_param_groups
 
 __all__ = ["MEASURED_MEMORY", "OPTIMIZERS", "build_optimizer", "run_measured_memory",
            "state_bytes"]
@@ -56,6 +60,18 @@ def _galore(model: nn.Module, rank: int, **options) -> torch.optim.Optimizer:
     return GaLoreAdamW(galore_param_groups(model, TARGETS, rank=rank, **options), lr=1e-4)
 
 
+def _qgalore(model: nn.Module, rank: int) -> torch.optim.Optimizer:
+    # 8-bit moments for every tensor (optimizer-wide default), INT4 basis + lazy refresh
+    groups = galore_param_groups(model, TARGETS, rank=rank, quant_bits=4, lazy=True)
+    return GaLoreAdamW8bit(groups, lr=1e-4, state_block_size=2048, state_min_size=4096)
+
+
+def _adamw8bit(model: nn.Module, rank: int) -> torch.optim.Optimizer:
+    # bitsandbytes' layout (the analytic formula): blocks of 2,048, fp32 below 4,096 elements
+    return GaLoreAdamW8bit(model.parameters(), lr=1e-4, state_block_size=2048,
+                           state_min_size=4096)
+
+
 def _sst(model: nn.Module, rank: int) -> torch.optim.Optimizer:
     from subspace_peft.sst import convert_to_sst
     from subspace_peft.sst.layer import sst_param_groups
@@ -78,9 +94,10 @@ def _lora(model: nn.Module, rank: int) -> tuple[nn.Module, torch.optim.Optimizer
 #: method -> builder(model, rank) returning an optimizer or (wrapped model, optimizer).
 OPTIMIZERS: dict[str, Callable] = {
     "adamw": lambda model, rank: torch.optim.AdamW(model.parameters(), lr=1e-4),
+    "adamw8bit": _adamw8bit,
     "galore": _galore,
     "fira": lambda model, rank: _galore(model, rank, fira=True),
-    "qgalore": lambda model, rank: _galore(model, rank, quant_bits=4, lazy=True),
+    "qgalore": _qgalore,
     "sst": _sst,
     "lora": _lora,
 }
@@ -175,7 +192,8 @@ MEASURED_MEMORY = register_benchmark(
     Benchmark(
         name="peft/measured_memory",
         method="GaLore (r=d/4)",
-        baselines=("AdamW", "Fira (r=d/4)", "Q-GaLore (r=d/4)", "SST (r=d/4)", "LoRA (r=d/4)"),
+        baselines=("AdamW", "8-bit AdamW", "Fira (r=d/4)", "Q-GaLore (r=d/4)", "SST (r=d/4)",
+                   "LoRA (r=d/4)"),
         run=run_measured_memory,
         description="Optimizer-state bytes actually held after training steps (and, full run, "
         "peak RSS per method in a fresh process) on the micro decoder and SmolLM2-135M's real "

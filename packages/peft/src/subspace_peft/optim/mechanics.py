@@ -30,9 +30,13 @@ def galore_param_groups(
     update_proj_gap: int = 200,
     scale: float = 0.25,
     proj_type: str = "std",
+    tensor_weights: bool = False,
     **options: Any,
 ) -> list[dict[str, Any]]:
     """Two parameter groups: the 2-D ``weight`` of matching modules (projected) and the rest.
+
+    With ``tensor_weights=True`` the N-d weights of matching modules (conv kernels) are
+    projected too (Tucker projection in :class:`~subspace_peft.optim.GaLoreAdamW`).
 
     A module matches when any pattern of ``target_modules`` is found in its qualified name
     by ``re.search`` (so ``"attn"`` matches ``layers.0.attn.q_proj``, and ``r"\\.(q|v)_proj$"``
@@ -52,7 +56,9 @@ def galore_param_groups(
         if not name or not any(p.search(name) for p in patterns):
             continue
         weight = getattr(module, "weight", None)
-        if isinstance(weight, nn.Parameter) and weight.dim() == 2 and weight.requires_grad:
+        if not isinstance(weight, nn.Parameter) or not weight.requires_grad:
+            continue
+        if weight.dim() == 2 or (tensor_weights and weight.dim() > 2):
             targets[id(weight)] = weight
     if not targets:
         names = [n for n, _ in model.named_modules() if n][:20]
