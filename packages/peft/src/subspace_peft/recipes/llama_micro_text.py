@@ -4,7 +4,7 @@
 Budget: 1,500 steps × 8 sequences × 256 tokens = 3.1M tokens, cosine schedule with 100
 warm-up steps; about 10 minutes on 2 CPU cores per optimizer. Each optimizer uses its best
 peak learning rate of a sweep on this budget (:data:`TUNED_LR`; validation perplexity):
-AdamW 1e-3 → 4.869, 3e-3 → 4.972, 6e-3 → 5.757; GaLore 1e-3 → 6.105, 3e-3 → 5.157,
+AdamW 5e-4 → 5.008, 1e-3 → 4.869, 3e-3 → 4.972, 6e-3 → 5.757; GaLore 1e-3 → 6.105, 3e-3 → 5.157,
 1e-2 → 4.924; Fira 3e-3 → 4.899, 6e-3 → 4.747, 1e-2 → 4.702. GaLore and Fira project the
 2-D weights of every ``attn``/``mlp`` module at rank d/4 = 32 (refresh every 200 steps,
 scale 0.25); embeddings and norms use AdamW in the same optimizer. ``quick`` runs 20 steps
