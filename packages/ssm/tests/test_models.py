@@ -96,13 +96,20 @@ def test_classifier_bad_arguments():
 def test_zoo_entries_build_and_run():
     ids = list_models("ssm/*", package="ssm")
     assert {"ssm/s4d_small.sfmnist", "ssm/s5_ptd_small.listops", "ssm/mamba_small.listops",
-            "ssm/s4_small.sfmnist"} <= set(ids)
+            "ssm/s4_small.sfmnist", "ssm/mhs_small.sfmnist", "ssm/s4d_tiny.sfmnist"} <= set(ids)
     for model_id in ids:
-        assert not get_model_entry(model_id).has_pretrained
+        entry = get_model_entry(model_id)
+        assert entry.protocols[0] in ("sfmnist_test", "listops_test")
+        if model_id != "ssm/s4d_tiny.sfmnist":  # the only shipped checkpoint
+            assert not entry.has_pretrained
+        assert entry.has_pretrained or "No weights shipped yet" in entry.description
     m = create_model("ssm/s4d_small.sfmnist", n_layers=1)
     assert m(torch.randn(2, 20, 1)).shape == (2, 10)
     m = create_model("ssm/mamba_small.listops", n_layers=1)
     assert m(torch.randint(0, 18, (2, 12))).shape == (2, 10)
+    m = create_model("ssm/mhs_small.sfmnist", n_layers=1, d_model=12, d_state=4)
+    assert m(torch.randn(2, 784, 1)).shape == (2, 10)
+    assert sum(p.numel() for p in create_model("ssm/s4d_tiny.sfmnist").parameters()) == 21_706
     assert sum(p.numel() for p in create_model("ssm/s5_ptd_small.sfmnist").parameters()) * 4 \
         <= 5 * 1024 * 1024
 

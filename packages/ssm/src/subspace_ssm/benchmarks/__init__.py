@@ -1,0 +1,1 @@
+"""Benchmarks of the ssm package (importing a module registers its benchmark)."""

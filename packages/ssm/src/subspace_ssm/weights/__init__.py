@@ -1,0 +1,1 @@
+"""Shipped checkpoints of subspace-ssm (safetensors, verified by sha256 on load)."""
