@@ -27,4 +27,27 @@ def test_quick_pmnist_benchmark(tmp_path):
                                                 out_dir=tmp_path))
     acc = {r["method"]: r["value"] for r in report.measurements if r["metric"] == "ACC"}
     assert acc["GPM"] > acc["fine-tuning"]
-    assert len(list(tmp_path.glob("continual_pmnist_*.png"))) == 5
+    assert len(list(tmp_path.glob("continual_pmnist_*.png"))) == 6
+
+
+def test_plugin_registers_federated_benchmark():
+    from subspace_continual.benchmarks import FEDERATED
+
+    assert "continual/federated" in [b.name for b in list_benchmarks(["continual"])]
+    assert FEDERATED.method == "FOT"
+    assert {"FedAvg", "centralised GPM", "FOT+median", "FOT+flag"} <= set(FEDERATED.baselines)
+
+
+@pytest.mark.slow
+def test_quick_federated_benchmark(tmp_path):
+    """The issue's targets on the quick federated run (about 70 s on one core)."""
+    from subspace_continual.benchmarks import FEDERATED
+
+    report = run_benchmark(FEDERATED, BenchContext(quick=True, device=torch.device("cpu"),
+                                                   out_dir=tmp_path))
+    rows = {(r["case"].endswith("x10)"), r["method"], r["metric"]): r["value"]
+            for r in report.measurements}
+    assert rows[(False, "FOT", "ACC")] >= rows[(False, "FedAvg", "ACC")] + 5
+    assert rows[(False, "FOT+client-proj", "ACC")] >= rows[(False, "centralised GPM", "ACC")] - 2
+    assert rows[(True, "FOT", "diverged")] == 1.0  # the mean collapses under sign flips
+    assert rows[(True, "FOT+flag", "acc_drop")] <= 3.0

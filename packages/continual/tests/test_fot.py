@@ -10,6 +10,7 @@ from subspace_continual.fot import (
     FedConfig,
     aggregate,
     client_subspace,
+    client_update,
     coordinate_median,
     flag_aggregate,
     run_federated,
@@ -82,3 +83,59 @@ def test_aggregator_details():
         flag_aggregate(G, m=5)
     with pytest.raises(ValueError, match="byzantine"):
         run_federated(synthetic(), FedConfig(num_clients=2, byzantine=2))
+
+
+def test_attacks_are_the_documented_transformations():
+    scenario = synthetic("task", num_tasks=1, n=100)
+    task = scenario.tasks[0]
+    from subspace_continual.harness import TrainConfig, make_model
+
+    model = make_model(scenario, TrainConfig(hidden=(8,)))
+    shard = torch.arange(50)
+    honest = client_update(model, task, shard, 0, FedConfig(**SMALL), client=0, round_=0)
+    flipped = client_update(model, task, shard, 0,
+                            FedConfig(**SMALL, byzantine=1, attack="signflip",
+                                      attack_scale=10.0), client=0, round_=0)
+    torch.testing.assert_close(flipped, -10.0 * honest)
+    noisy = client_update(model, task, shard, 0,
+                          FedConfig(**SMALL, byzantine=1, attack="noise", attack_scale=3.0),
+                          client=0, round_=0)
+    assert float((noisy - honest).norm()) == pytest.approx(3.0 * float(honest.norm()), rel=1e-5)
+    # a client's draws depend only on (seed, task, round, client)
+    again = client_update(model, task, shard, 0, FedConfig(**SMALL), client=0, round_=0)
+    assert torch.equal(again, honest)
+    other = client_update(model, task, shard, 0, FedConfig(**SMALL), client=1, round_=0)
+    assert not torch.equal(other, honest)
+
+
+def test_sign_flip_clients_break_the_mean_not_flag_or_median():
+    """1 of 5 clients (20 %) sends −10× its update: the mean ascends the loss."""
+    scenario = synthetic("task", num_tasks=3, n=160)
+    base = {**SMALL, "num_clients": 5, "rounds_per_task": 5, "local_steps": 10}
+    attack = {"byzantine": 1, "attack": "signflip", "attack_scale": 10.0}
+    clean = run_federated(scenario, FedConfig(**base)).metrics.acc
+    acc = {agg: run_federated(scenario, FedConfig(**base, **attack, aggregator=agg)).metrics.acc
+           for agg in ("mean", "median", "flag")}
+    assert clean > 80
+    assert acc["mean"] < clean - 30, acc  # chance is 50 %
+    assert acc["median"] > clean - 10 and acc["flag"] > clean - 15, (clean, acc)
+
+
+def test_client_projection_keeps_old_tasks_exactly():
+    scenario = synthetic("task", num_tasks=3, n=160)
+    cfg = FedConfig(method="fot", threshold=1.0, client_threshold=1.0, client_projection=True,
+                    **SMALL)
+    result = run_federated(scenario, cfg)
+    for j in range(3):
+        assert result.R[j:, j].tolist() == [result.R[j, j].item()] * (3 - j)
+
+
+def test_diverging_aggregate_raises_and_bad_configs_are_refused():
+    scenario = synthetic("task", num_tasks=1, n=100)
+    with pytest.raises(FloatingPointError, match="not finite"):
+        run_federated(scenario, FedConfig(**SMALL, byzantine=1, attack="noise",
+                                          attack_scale=float("inf")))
+    with pytest.raises(ValueError, match="attack"):
+        run_federated(scenario, FedConfig(attack="gaussian"))
+    with pytest.raises(ValueError, match="local_steps"):
+        run_federated(scenario, FedConfig(local_steps=0))

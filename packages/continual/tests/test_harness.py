@@ -94,3 +94,36 @@ def test_make_strategy_names():
         make_strategy("lwf")
     with pytest.raises(ValueError, match="optimizer"):
         run_sequence(Strategy(), synthetic(), TrainConfig(optimizer="lbfgs"))
+
+
+def test_schedule_without_recurrence_is_run_sequence():
+    from subspace_continual.harness import run_schedule
+
+    scenario = synthetic("domain")
+    cfg = TrainConfig(epochs=2, batch_size=10, lr=0.1, hidden=(16, 16))
+    seq = run_sequence(GPM(threshold=0.99, num_samples=60), scenario, cfg)
+    sched = run_schedule(GPM(threshold=0.99, num_samples=60), scenario, [0, 1, 2], cfg)
+    assert torch.equal(sched.A, seq.R)
+    assert sched.final_seen_acc == pytest.approx(seq.metrics.acc)
+    # seen-task accuracy after session s averages the tasks seen so far
+    assert sched.seen_acc[0].item() == pytest.approx(seq.R[0, 0].item())
+    assert sched.seen_acc[1].item() == pytest.approx(seq.R[1, :2].mean().item())
+
+
+def test_power_law_recurrence_environment():
+    from subspace_continual.data import power_law_schedule
+    from subspace_continual.harness import run_schedule
+
+    scenario = synthetic("domain")
+    schedule = power_law_schedule(3, 8, alpha=1.0, new_task_prob=0.4, seed=4)
+    assert len(set(schedule)) == 3 and len(schedule) > len(set(schedule))  # recurrences
+    cfg = TrainConfig(epochs=1, batch_size=10, lr=0.1, hidden=(16, 16))
+    lines: list[str] = []
+    result = run_schedule(Strategy(), scenario, schedule, cfg, log=lines.append)
+    assert result.A.shape == (8, 3) and bool(torch.isfinite(result.A).all())
+    assert result.mean_seen_acc == pytest.approx(float(result.seen_acc.mean()))
+    assert "visit 2" in "".join(lines)  # a task was trained again when it recurred
+    again = run_schedule(Strategy(), scenario, schedule, cfg)
+    assert torch.equal(again.A, result.A)
+    with pytest.raises(ValueError, match="schedule"):
+        run_schedule(Strategy(), scenario, [0, 3], cfg)

@@ -7,7 +7,14 @@
 - :mod:`~subspace_continual.data`: Permuted-MNIST, Split-Fashion-MNIST, power-law schedules.
 - :mod:`~subspace_continual.harness`, :mod:`~subspace_continual.gpm`,
   :mod:`~subspace_continual.baselines`: one training harness; GPM, EWC, ER, A-GEM.
-- :mod:`~subspace_continual.fot`: federated FOT / FedAvg and robust aggregators.
+- :mod:`~subspace_continual.hlop`: HLOP, Hebbian/anti-Hebbian subspace neurons (online PCA)
+  for orthogonal projection without SVDs.
+- :mod:`~subspace_continual.fot`: federated FOT / FedAvg and robust aggregators (mean,
+  coordinate median, Flag), in-process; :mod:`~subspace_continual.distributed` runs the same
+  algorithm over ``torch.distributed`` ranks (imported on demand).
+- :mod:`~subspace_continual.models`: the harness MLP and :class:`ContinualMLP` (the zoo's
+  checkpoint model: weights + stored bases + accuracy record);
+  :mod:`~subspace_continual.zoo`: protocol ``pmnist_cl`` and ``continual/gpm_mlp.pmnist``.
 """
 
 from subspace_continual.baselines import AGEM, EWC, EpisodicMemory, ExperienceReplay
@@ -19,16 +26,25 @@ from subspace_continual.data import (
     split_fashion_mnist,
     synthetic_subspaces,
 )
-from subspace_continual.fot import FedConfig, aggregate, flag_aggregate, run_federated
+from subspace_continual.fot import (
+    Collective,
+    FedConfig,
+    aggregate,
+    flag_aggregate,
+    run_federated,
+)
 from subspace_continual.gpm import GPM
 from subspace_continual.harness import (
     ContinualResult,
+    ScheduleResult,
     Strategy,
     TrainConfig,
     evaluate,
     make_strategy,
+    run_schedule,
     run_sequence,
 )
+from subspace_continual.hlop import HLOP, HebbianSubspace
 from subspace_continual.memory import LayerUpdate, SubspaceMemory
 from subspace_continual.metrics import (
     ContinualMetrics,
@@ -39,20 +55,25 @@ from subspace_continual.metrics import (
     summarize,
     to_avalanche,
 )
-from subspace_continual.models import MultiHeadMLP
+from subspace_continual.models import ContinualMLP, MultiHeadMLP
 
 __all__ = [
     "AGEM",
     "EWC",
     "GPM",
+    "HLOP",
+    "Collective",
+    "ContinualMLP",
     "ContinualMetrics",
     "ContinualResult",
     "EpisodicMemory",
     "ExperienceReplay",
     "FedConfig",
+    "HebbianSubspace",
     "LayerUpdate",
     "MultiHeadMLP",
     "Scenario",
+    "ScheduleResult",
     "Strategy",
     "SubspaceMemory",
     "Task",
@@ -68,6 +89,7 @@ __all__ = [
     "permuted_mnist",
     "power_law_schedule",
     "run_federated",
+    "run_schedule",
     "run_sequence",
     "split_fashion_mnist",
     "summarize",

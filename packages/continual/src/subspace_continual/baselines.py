@@ -52,6 +52,18 @@ class EpisodicMemory:
         self.y = torch.cat([self.y, y])
         self.task = torch.cat([self.task, torch.full_like(y, task.task_id)])
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The stored examples and the sampling generator's state."""
+        if self.x is None:
+            return {"rng": self._g.get_state()}
+        return {"x": self.x, "y": self.y, "task": self.task, "rng": self._g.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.x = state.get("x")
+        self.y = state.get("y", torch.zeros(0, dtype=torch.int64))
+        self.task = state.get("task", torch.zeros(0, dtype=torch.int64))
+        self._g.set_state(state["rng"])
+
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``n`` examples drawn uniformly without replacement (all of them if fewer)."""
         if self.x is None:
@@ -129,6 +141,15 @@ class EWC(Strategy):
     def info(self) -> dict[str, Any]:
         return {"lambda": self.lam, "fisher_samples": self.fisher_samples}
 
+    def state_dict(self) -> dict[str, Any]:
+        """``A.<param>`` (summed Fisher) and ``B.<param>`` (summed Fisher × θ*)."""
+        return {**{f"A.{n}": a for n, a in self.A.items()},
+                **{f"B.{n}": b for n, b in self.B.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.A = {k[2:]: v for k, v in state.items() if k.startswith("A.")}
+        self.B = {k[2:]: v for k, v in state.items() if k.startswith("B.")}
+
 
 class ExperienceReplay(Strategy):
     """Experience replay with a per-task episodic memory (see module doc)."""
@@ -155,6 +176,13 @@ class ExperienceReplay(Strategy):
 
     def info(self) -> dict[str, Any]:
         return {"per_task": self.per_task, "buffer": len(self.memory)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {f"memory.{k}": v for k, v in self.memory.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict({k[7:]: v for k, v in state.items()
+                                     if k.startswith("memory.")})
 
 
 class AGEM(Strategy):
@@ -202,3 +230,12 @@ class AGEM(Strategy):
     def info(self) -> dict[str, Any]:
         return {"per_task": self.per_task, "ref_batch": self.ref_batch,
                 "projected_steps": self.projections}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{f"memory.{k}": v for k, v in self.memory.state_dict().items()},
+                "projections": self.projections}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict({k[7:]: v for k, v in state.items()
+                                     if k.startswith("memory.")})
+        self.projections = int(state.get("projections", 0))

@@ -1,13 +1,18 @@
 """Federated continual learning: FOT, FedAvg fine-tuning, and robust aggregators.
 
-In-process simulation of ``N`` clients (no transport; every client is a copy of the global
-model trained on its own shard of the current task).
+Clients are copies of the global model trained on their own shard of the current task. They
+run either in one process (the simulation, the default) or spread over ``torch.distributed``
+ranks (:mod:`subspace_continual.distributed`, gloo on CPU): client ``c`` runs on rank
+``c mod world``, rank 0 is the server. Both placements execute the same loop
+(:func:`run_federated` with a :class:`Collective`) and every random draw is seeded per
+(task, round, client) (:func:`client_generator`), so they compute the same run.
 
 **Round** (``FedConfig.rounds_per_task`` per task): every client starts from the global
 weights ``θ``, runs ``local_steps`` SGD steps on its shard and reports ``Δ_c = θ_c − θ``;
-Byzantine clients (the first ``byzantine`` ids) report ``Δ_c + attack_scale·‖Δ_c‖·ξ/‖ξ‖`` with
-Gaussian ``ξ`` instead. The server aggregates ``Δ = agg(Δ_1..Δ_N)`` (:func:`aggregate`) and
-sets ``θ ← θ + Δ``.
+Byzantine clients (the first ``byzantine`` ids) report an attacked update instead:
+``Δ_c + attack_scale·‖Δ_c‖·ξ/‖ξ‖`` with Gaussian ``ξ`` (``attack="noise"``) or
+``−attack_scale·Δ_c`` (``attack="signflip"``). The server aggregates
+``Δ = agg(Δ_1..Δ_N)`` (:func:`aggregate`) and every replica sets ``θ ← θ + Δ``.
 
 **FOT** (Bakman et al., "Federated Orthogonal Training", 2023): after each task every
 client passes ``num_samples`` of its examples through the global model and summarises each
@@ -43,7 +48,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from subspace_continual.data import Scenario
+from subspace_continual.data import Scenario, Task
 from subspace_continual.harness import ContinualResult, TrainConfig, evaluate, make_model
 from subspace_continual.memory import SubspaceMemory
 from subspace_continual.metrics import summarize
@@ -51,13 +56,19 @@ from subspace_core.linalg import extend_basis_by_energy, robust_svd
 
 __all__ = [
     "AGGREGATORS",
+    "ATTACKS",
+    "Collective",
     "FedConfig",
     "aggregate",
+    "client_generator",
     "client_subspace",
+    "client_summaries",
+    "client_update",
     "coordinate_median",
     "flag_aggregate",
     "run_federated",
     "server_subspace",
+    "task_shards",
 ]
 
 AGGREGATORS = ("mean", "median", "flag")
@@ -79,27 +90,40 @@ def flag_aggregate(G: torch.Tensor, m: int = 1, iters: int = 20, eps: float = 1e
         iters: IRLS iterations.
         eps: floor of the residual distances in the weights.
         clip: clip every update to the median update norm before averaging.
+
+    The IRLS runs in the ``N × N`` Gram space (exactly the SVD iteration of the module doc):
+    with ``K = Ĝᵀ Ĝ`` and ``W = diag(sqrt(w))``, the top-``m`` eigenpairs ``(σ², V)`` of
+    ``W K W`` give ``Y = Ĝ W V σ⁻¹``, so ``Yᵀ ĝ_i = σ⁻¹ Vᵀ W K[:, i]``; the ``n``-dimensional
+    vectors are touched only to form ``K`` and the final projection (cost ``O(n N²)``).
     """
     N = G.shape[0]
     if isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= N:
         raise ValueError(f"m: expected an int in [1, {N}], got {m!r}")
     Gd = G.to(torch.float64)
-    norms = Gd.norm(dim=1, keepdim=True)
-    keep = norms[:, 0] > 0
+    norms = Gd.norm(dim=1)
+    keep = norms > 0
     if not bool(keep.any()):
         return torch.zeros_like(G[0])
-    Ghat = (Gd[keep] / norms[keep]).T  # [n, N'] unit columns
-    m = min(m, Ghat.shape[1])
-    w = torch.ones(Ghat.shape[1], dtype=torch.float64)
+    Ghat = Gd[keep] / norms[keep, None]  # [N', n] unit rows
+    K = Ghat @ Ghat.T  # [N', N']
+    w = torch.ones(Ghat.shape[0], dtype=torch.float64)
     for _ in range(iters):
-        Y = robust_svd(Ghat * w.sqrt()).U[:, :m]
-        resid = (1 - (Y.T @ Ghat).square().sum(0)).clamp_min(0).sqrt()
+        ws = w.sqrt()
+        evals, evecs = torch.linalg.eigh(ws[:, None] * K * ws[None, :])
+        top = evals.flip(0)[:m]
+        good = top > top[0] * 1e-12
+        sigma = top[good].sqrt()
+        V = evecs.flip(1)[:, :m][:, good]  # [N', m']
+        coeff = ws[:, None] * V / sigma  # Y = Ĝᵀ coeff  (columns of Y in R^n)
+        captured = (coeff.T @ K).square().sum(0)  # ‖Yᵀ ĝ_i‖²
+        resid = (1 - captured).clamp_min(0).sqrt()
         w = 1 / resid.clamp_min(eps)
     if clip:
-        nu = norms[:, 0].median()
-        Gd = Gd * torch.clamp(nu / norms.clamp_min(1e-300), max=1.0)
+        nu = norms.median()
+        Gd = Gd * torch.clamp(nu / norms.clamp_min(1e-300), max=1.0)[:, None]
     mean = Gd.mean(0)
-    return (Y @ (Y.T @ mean)).to(G.dtype)
+    # Y Yᵀ mean with Y = Ĝᵀ coeff
+    return (Ghat.T @ (coeff @ (coeff.T @ (Ghat @ mean)))).to(G.dtype)
 
 
 def aggregate(G: torch.Tensor, method: str) -> torch.Tensor:
@@ -129,12 +153,33 @@ def server_subspace(summaries: list[torch.Tensor], threshold: float,
     return extend_basis_by_energy(torch.cat(summaries, dim=1), threshold, basis).basis
 
 
+ATTACKS = ("noise", "signflip")
+
+
 @dataclass(frozen=True)
 class FedConfig:
     """Federated continual run (see module doc).
 
-    ``method``: ``"fot"`` or ``"fedavg"``; ``aggregator``: one of :data:`AGGREGATORS`;
-    thresholds: server energy threshold (``threshold``) and each client's (``client_threshold``).
+    Attributes:
+        method: ``"fot"`` or ``"fedavg"``.
+        num_clients: ``N`` clients; every task's training set is split into ``N`` shards.
+        rounds_per_task, local_steps, batch_size, lr: each round every client runs
+            ``local_steps`` SGD steps (batches of ``batch_size``, drawn with replacement from
+            its shard) at ``lr``.
+        hidden: trunk widths of the MLP.
+        threshold: the server's energy threshold (global basis growth).
+        client_threshold: each client's energy threshold (its summary ``U_c Σ_c``).
+        num_samples: examples per client used for its activation summary.
+        aggregator: one of :data:`AGGREGATORS`.
+        byzantine: the first ``byzantine`` client ids are Byzantine (their model updates are
+            replaced by ``attack``; their activation summaries are honest).
+        attack: ``"noise"``: ``Δ + attack_scale·‖Δ‖·ξ/‖ξ‖`` (``ξ`` Gaussian);
+            ``"signflip"``: ``−attack_scale·Δ``.
+        attack_scale: strength of the attack.
+        client_projection: FOT only: the server also sends the global basis to the clients,
+            which project every local gradient on its complement (GPM locally); the server
+            still projects the aggregate. False = the paper's server-side projection only.
+        seed: model init, shards and every client's draws (see :func:`client_generator`).
     """
 
     method: str = "fot"
@@ -149,8 +194,49 @@ class FedConfig:
     num_samples: int = 200
     aggregator: str = "mean"
     byzantine: int = 0
+    attack: str = "noise"
     attack_scale: float = 10.0
+    client_projection: bool = False
     seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if self.method not in ("fot", "fedavg"):
+            raise ValueError(f"cfg.method: expected 'fot' or 'fedavg', got {self.method!r}")
+        if self.aggregator not in AGGREGATORS:
+            raise ValueError(f"cfg.aggregator: expected one of {AGGREGATORS}, got "
+                             f"{self.aggregator!r}")
+        if self.attack not in ATTACKS:
+            raise ValueError(f"cfg.attack: expected one of {ATTACKS}, got {self.attack!r}")
+        for name in ("num_clients", "rounds_per_task", "local_steps", "batch_size",
+                     "num_samples"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"cfg.{name}: expected a positive int, got {v!r}")
+        if self.num_clients > 1000 or self.rounds_per_task > 1000:
+            raise ValueError("cfg.num_clients and cfg.rounds_per_task: expected <= 1000 "
+                             f"(client seeds), got {self.num_clients}, {self.rounds_per_task}")
+        if not 0 <= self.byzantine < self.num_clients:
+            raise ValueError(f"cfg.byzantine: expected an int in [0, {self.num_clients}), got "
+                             f"{self.byzantine!r}")
+
+
+def client_generator(seed: int, task: int, round_: int, client: int) -> torch.Generator:
+    """The generator of client ``client`` in round ``round_`` of task ``task`` (its batches
+    and, if Byzantine, its attack noise). Seeding per (task, round, client) makes every draw
+    independent of which process runs the client, so the in-process simulation and the
+    :mod:`torch.distributed` run draw the same numbers."""
+    return torch.Generator().manual_seed(((seed * 1000 + task) * 1000 + round_) * 1000 + client)
+
+
+def task_shards(seed: int, task_id: int, n: int, num_clients: int) -> list[torch.Tensor]:
+    """Split ``range(n)`` into ``num_clients`` shards (a permutation seeded by ``seed`` and
+    ``task_id``, cut into near-equal chunks; client ``c`` gets ``shards[c]``)."""
+    if n < num_clients:
+        raise ValueError(f"task {task_id}: {n} training examples cannot feed {num_clients} "
+                         "clients")
+    g = torch.Generator().manual_seed(seed * 1000 + 777 + task_id)
+    return list(torch.randperm(n, generator=g).chunk(num_clients))
 
 
 def _flat(model: torch.nn.Module) -> torch.Tensor:
@@ -165,90 +251,179 @@ def _unflat(model: torch.nn.Module, vec: torch.Tensor) -> dict[str, torch.Tensor
     return out
 
 
-def run_federated(scenario: Scenario, cfg: FedConfig | None = None) -> ContinualResult:
-    """Train the global model over ``scenario``'s tasks with ``cfg.num_clients`` simulated
-    clients; returns the accuracy matrix of the global model (same metrics as the harness)."""
+def client_update(model: torch.nn.Module, task: Task, shard: torch.Tensor, head: int | None,
+                  cfg: FedConfig, client: int, round_: int,
+                  bases: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """What client ``client`` reports in one round: ``θ_c − θ`` [n] after ``cfg.local_steps``
+    SGD steps from the global ``model`` (not modified) on its ``shard``; Byzantine clients
+    (``client < cfg.byzantine``) report the attacked update instead.
+
+    ``bases`` ({layer: [m, k]}, the global subspace): when given (``cfg.client_projection``),
+    every local gradient of those layers is projected on its complement (GPM on the client).
+    """
+    g = client_generator(cfg.seed, task.task_id, round_, client)
+    local = copy.deepcopy(model)
+    params = [p for p in local.parameters() if p.requires_grad]
+    projector = None
+    if bases and any(U.shape[1] for U in bases.values()):
+        projector = SubspaceMemory(local, list(bases), threshold=1.0)
+        projector.load_state_dict(bases)
+    for _ in range(cfg.local_steps):
+        idx = shard[torch.randint(len(shard), (cfg.batch_size,), generator=g)]
+        for p in params:
+            p.grad = None
+        F.cross_entropy(local(task.x_train[idx], head), task.y_train[idx]).backward()
+        if projector is not None:
+            projector.project_gradients()
+        with torch.no_grad():  # plain SGD, θ ← θ − lr·g (no torch.optim: lighter import)
+            for p in params:
+                if p.grad is not None:
+                    p.sub_(p.grad, alpha=cfg.lr)
+    delta = _flat(local) - _flat(model)
+    if client < cfg.byzantine:
+        if cfg.attack == "signflip":
+            return -cfg.attack_scale * delta
+        noise = torch.randn(delta.shape, generator=g)
+        return delta + cfg.attack_scale * delta.norm() * noise / noise.norm()
+    return delta
+
+
+@torch.no_grad()
+def client_summaries(model: torch.nn.Module, layers: list[str], task: Task,
+                     shard: torch.Tensor, head: int | None, cfg: FedConfig
+                     ) -> dict[str, torch.Tensor]:
+    """A client's activation summaries ``{layer: U_c Σ_c [m, k_c]}`` (float64) from the first
+    ``cfg.num_samples`` examples of its shard passed through the global ``model``."""
+    probe = SubspaceMemory(model, layers)
+    was_training = model.training
+    model.eval()
+    with probe.collect():
+        model(task.x_train[shard[: cfg.num_samples]], head)
+    model.train(was_training)
+    return {n: client_subspace(probe.representation(n), cfg.client_threshold) for n in layers}
+
+
+class Collective:
+    """Where the clients run and how the server hears from them (see :func:`run_federated`).
+
+    The in-process simulation is this base class: one process owns every client and is the
+    server. :class:`subspace_continual.distributed.TorchDistributedCollective` spreads the
+    clients over ``torch.distributed`` ranks with rank 0 as the server.
+    """
+
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_server(self) -> bool:
+        return self.rank == 0
+
+    def clients(self, num_clients: int) -> list[int]:
+        """Ids of the clients this process runs (client ``c`` runs on rank ``c % world``)."""
+        return [c for c in range(num_clients) if c % self.world_size == self.rank]
+
+    def aggregate(self, updates: dict[int, torch.Tensor], num_clients: int, method: str
+                  ) -> torch.Tensor:
+        """The aggregated update [n] of all ``num_clients`` clients (every process gets it);
+        ``updates`` holds this process's clients' updates by client id."""
+        return aggregate(torch.stack([updates[c] for c in range(num_clients)]), method)
+
+    def gather(self, tensors: dict[int, torch.Tensor], num_clients: int
+               ) -> list[torch.Tensor] | None:
+        """Every client's tensor in client order on the server (None elsewhere); shapes may
+        differ between clients (same ndim)."""
+        return [tensors[c] for c in range(num_clients)]
+
+    def broadcast(self, tensor: torch.Tensor | None) -> torch.Tensor:
+        """The server's ``tensor`` on every process (others pass None)."""
+        assert tensor is not None
+        return tensor
+
+
+def run_federated(scenario: Scenario, cfg: FedConfig | None = None, *,
+                  collective: Collective | None = None) -> ContinualResult:
+    """Train the global model over ``scenario``'s tasks with ``cfg.num_clients`` clients;
+    returns the accuracy matrix of the global model (same metrics as the harness).
+
+    Args:
+        scenario: the task sequence (the task id is given to the heads when ``task``-incremental).
+        cfg: :class:`FedConfig`.
+        collective: where clients run: None = in-process simulation; a
+            :class:`~subspace_continual.distributed.TorchDistributedCollective` = clients spread
+            over ``torch.distributed`` ranks (call this on every rank). Every rank returns the
+            same result.
+    """
     cfg = cfg or FedConfig()
-    if cfg.method not in ("fot", "fedavg"):
-        raise ValueError(f"cfg.method: expected 'fot' or 'fedavg', got {cfg.method!r}")
-    if cfg.aggregator not in AGGREGATORS:
-        raise ValueError(f"cfg.aggregator: expected one of {AGGREGATORS}, got {cfg.aggregator!r}")
-    if not 0 <= cfg.byzantine < cfg.num_clients:
-        raise ValueError(f"cfg.byzantine: expected an int in [0, {cfg.num_clients}), got "
-                         f"{cfg.byzantine!r}")
+    cfg.validate()
+    comm = collective or Collective()
     start = time.perf_counter()
     train_cfg = TrainConfig(hidden=cfg.hidden, seed=cfg.seed, lr=cfg.lr)
     model = make_model(scenario, train_cfg)
     multi = scenario.setting == "task"
     protected = model.trunk_layers() + ([] if multi else ["heads.0"])
     memory = SubspaceMemory(model, protected, threshold=cfg.threshold)
+    mine = comm.clients(cfg.num_clients)
 
     def head(t: int) -> int | None:
         return t if multi else None
 
+    def server_eval() -> torch.Tensor:
+        row = (torch.tensor(evaluate(model, scenario, head), dtype=torch.float64)
+               if comm.is_server else None)
+        return comm.broadcast(row)
+
     T = scenario.num_tasks
-    b = torch.tensor(evaluate(model, scenario, head), dtype=torch.float64)
+    b = server_eval()
     R = torch.full((T, T), float("nan"), dtype=torch.float64)
-    g = torch.Generator().manual_seed(cfg.seed)
     for task in scenario.tasks:
-        shards = torch.randperm(len(task.y_train), generator=g).chunk(cfg.num_clients)
-        for _ in range(cfg.rounds_per_task):
-            theta = _flat(model)
-            updates = []
-            for c, shard in enumerate(shards):
-                local = copy.deepcopy(model)
-                opt = torch.optim.SGD(local.parameters(), lr=cfg.lr)
-                for _ in range(cfg.local_steps):
-                    idx = shard[torch.randint(len(shard), (cfg.batch_size,), generator=g)]
-                    opt.zero_grad(set_to_none=True)
-                    F.cross_entropy(local(task.x_train[idx], head(task.task_id)),
-                                    task.y_train[idx]).backward()
-                    opt.step()
-                delta = _flat(local) - theta
-                if c < cfg.byzantine:
-                    noise = torch.randn(delta.shape, generator=g)
-                    delta = delta + cfg.attack_scale * delta.norm() * noise / noise.norm()
-                updates.append(delta)
-            step = aggregate(torch.stack(updates), cfg.aggregator)
-            new = _unflat(model, theta + step)
+        shards = task_shards(cfg.seed, task.task_id, len(task.y_train), cfg.num_clients)
+        for r in range(cfg.rounds_per_task):
+            bases = memory.bases if cfg.method == "fot" and cfg.client_projection else None
+            updates = {c: client_update(model, task, shards[c], head(task.task_id), cfg, c, r,
+                                        bases) for c in mine}
+            step = comm.aggregate(updates, cfg.num_clients, cfg.aggregator).clone()
+            if not bool(torch.isfinite(step).all()):
+                raise FloatingPointError(
+                    f"task {task.task_id}, round {r}: the {cfg.aggregator} aggregate of the "
+                    f"client updates is not finite ({cfg.byzantine} Byzantine client(s), attack "
+                    f"{cfg.attack!r} x{cfg.attack_scale}); the global model diverged")
             if cfg.method == "fot" and not memory.is_empty():
-                step = step.clone()
                 views = _unflat(model, step)  # views into ``step``: projected in place
                 memory.project_({n: (views[f"{n}.weight"], views.get(f"{n}.bias"))
                                  for n in protected})
-                new = _unflat(model, theta + step)
+            new = _unflat(model, _flat(model) + step)
             with torch.no_grad():
                 for name, p in model.named_parameters():
                     p.copy_(new[name])
         if cfg.method == "fot":
-            _grow_global_subspace(model, memory, task, shards, head(task.task_id), cfg)
-        R[task.task_id] = torch.tensor(evaluate(model, scenario, head))
+            summaries = {c: client_summaries(model, protected, task, shards[c],
+                                             head(task.task_id), cfg) for c in mine}
+            for n in protected:
+                gathered = comm.gather({c: s[n] for c, s in summaries.items()},
+                                       cfg.num_clients)
+                basis = None
+                if comm.is_server:
+                    old = memory.bases[n].to(torch.float64)
+                    basis = server_subspace(gathered, cfg.threshold, old).to(memory.dtype)
+                memory.bases[n] = comm.broadcast(basis)
+        R[task.task_id] = server_eval()
     name = cfg.method + ("" if cfg.aggregator == "mean" else f"+{cfg.aggregator}")
     return ContinualResult(name, scenario.name, R, b, summarize(R, b),
                            time.perf_counter() - start, train_cfg,
                            {"federated": cfg.__dict__ | {"hidden": list(cfg.hidden)},
-                            "basis_sizes": memory.basis_sizes()})
-
-
-@torch.no_grad()
-def _grow_global_subspace(model, memory: SubspaceMemory, task, shards, head, cfg) -> None:
-    summaries: dict[str, list[torch.Tensor]] = {n: [] for n in memory.layers}
-    for shard in shards:
-        client = SubspaceMemory(model, list(memory.layers))
-        with client.collect():
-            model(task.x_train[shard[: cfg.num_samples]], head)
-        for n in memory.layers:
-            summaries[n].append(client_subspace(client.representation(n), cfg.client_threshold))
-    for n in memory.layers:
-        basis = memory.bases[n].to(torch.float64)
-        memory.bases[n] = server_subspace(summaries[n], cfg.threshold, basis).to(memory.dtype)
+                            "basis_sizes": memory.basis_sizes(),
+                            "world_size": comm.world_size},
+                           model=model)
 
 
 def main(argv: list[str] | None = None) -> list[ContinualResult]:
     """``python -m subspace_continual.fot``: FOT vs FedAvg vs centralised GPM on
-    Split-Fashion-MNIST (task-incremental), clean and with Byzantine clients."""
+    Split-Fashion-MNIST (task-incremental), clean and with Byzantine clients (every
+    aggregator). Centralised GPM trains on as many examples per task as all clients together
+    (``clients · rounds · local_steps`` steps of the same batch size)."""
     import argparse
     import json
+    import math
     from pathlib import Path
 
     from subspace_continual.data import split_fashion_mnist
@@ -256,38 +431,50 @@ def main(argv: list[str] | None = None) -> list[ContinualResult]:
     from subspace_continual.harness import run_sequence
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--train-per-class", type=int, default=500)
+    parser.add_argument("--train-per-class", type=int, default=300)
+    parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--clients", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--byzantine", type=int, default=1)
+    parser.add_argument("--attack", choices=ATTACKS, default="signflip")
+    parser.add_argument("--attack-scale", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     scenario = split_fashion_mnist("task", train_per_class=args.train_per_class,
-                                   test_per_class=200)
+                                   test_per_class=args.test_per_class)
     base = FedConfig(num_clients=args.clients, rounds_per_task=args.rounds,
                      local_steps=args.local_steps)
-    runs = [("fedavg", {"method": "fedavg"}), ("fot", {"method": "fot"})]
+    runs = [("fedavg", {"method": "fedavg"}), ("fot", {"method": "fot"}),
+            ("fot+client-proj", {"method": "fot", "client_projection": True})]
     if args.byzantine:
-        runs += [(f"{m}+{agg}, {args.byzantine} byzantine",
-                  {"method": m, "aggregator": agg, "byzantine": args.byzantine})
-                 for m in ("fot",) for agg in AGGREGATORS]
-    results = []
-    steps = args.rounds * args.local_steps  # same number of SGD steps per task as a client
+        runs += [(f"fot+{agg}, {args.byzantine} byzantine ({args.attack})",
+                  {"method": "fot", "aggregator": agg, "byzantine": args.byzantine,
+                   "attack": args.attack, "attack_scale": args.attack_scale})
+                 for agg in AGGREGATORS]
+    steps = args.clients * args.rounds * args.local_steps
+    n = len(scenario.tasks[0].y_train)
     central = run_sequence(GPM(threshold=base.threshold), scenario,
-                           TrainConfig(epochs=1, batch_size=base.batch_size, lr=base.lr,
+                           TrainConfig(epochs=math.ceil(steps / math.ceil(n / base.batch_size)),
+                                       batch_size=base.batch_size, lr=base.lr,
                                        max_steps_per_task=steps))
     central.method = "centralised GPM"
+    results = [central]
+    print(f"{central.method:40s} ACC {central.metrics.acc:6.2f}  BWT {central.metrics.bwt:6.2f}",
+          flush=True)
     for label, overrides in runs:
-        r = run_federated(scenario, FedConfig(**{**base.__dict__, **overrides}))
+        try:
+            r = run_federated(scenario, FedConfig(**{**base.__dict__, **overrides}))
+        except FloatingPointError as exc:
+            print(f"{label:40s} diverged: {exc}", flush=True)
+            continue
         r.method = label
         results.append(r)
-    for r in [central, *results]:
         m = r.metrics
-        print(f"{r.method:32s} ACC {m.acc:6.2f}  BWT {m.bwt:6.2f}  ({r.seconds:.0f} s)", flush=True)
+        print(f"{label:40s} ACC {m.acc:6.2f}  BWT {m.bwt:6.2f}  ({r.seconds:.0f} s)", flush=True)
     if args.out is not None:
-        args.out.write_text(json.dumps([r.to_dict() for r in [central, *results]], indent=1))
-    return [central, *results]
+        args.out.write_text(json.dumps([r.to_dict() for r in results], indent=1))
+    return results
 
 
 if __name__ == "__main__":

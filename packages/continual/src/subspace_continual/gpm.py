@@ -100,3 +100,13 @@ class GPM(Strategy):
 
     def info(self) -> dict[str, Any]:
         return {"basis_sizes": self.memory.basis_sizes(), "history": self.history}
+
+    def state_dict(self) -> dict[str, Any]:
+        """``bases.<layer>`` tensors and the per-task ``history``."""
+        return {**{f"bases.{n}": U for n, U in self.memory.state_dict().items()},
+                "history": self.history}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.memory.load_state_dict({k[6:]: v for k, v in state.items()
+                                     if k.startswith("bases.")})
+        self.history = list(state.get("history", []))

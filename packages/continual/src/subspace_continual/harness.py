@@ -36,11 +36,13 @@ from subspace_continual.models import MultiHeadMLP
 
 __all__ = [
     "ContinualResult",
+    "ScheduleResult",
     "Strategy",
     "TrainConfig",
     "evaluate",
     "make_model",
     "make_strategy",
+    "run_schedule",
     "run_sequence",
 ]
 
@@ -107,10 +109,21 @@ class Strategy:
         """Method-specific facts for the report (basis sizes, buffer sizes...)."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the strategy carries between tasks, for resuming an interrupted run:
+        ``{name: tensor or JSON-able value}`` (no optimizer: a fresh one is built per task)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called after :meth:`setup`)."""
+        if state:
+            raise ValueError(f"state: {self.name} carries no state, got keys {sorted(state)}")
+
 
 @dataclass
 class ContinualResult:
-    """One run: ``R`` [T, T] accuracy matrix (%), ``b`` [T] random-init accuracies (%)."""
+    """One run: ``R`` [T, T] accuracy matrix (%), ``b`` [T] random-init accuracies (%);
+    ``model`` is the final model (not serialised by :meth:`to_dict`)."""
 
     method: str
     scenario: str
@@ -120,6 +133,7 @@ class ContinualResult:
     seconds: float
     config: TrainConfig
     info: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "scenario": self.scenario, "R": self.R.tolist(),
@@ -159,9 +173,95 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"cfg.optimizer: expected 'sgd' or 'adam', got {cfg.optimizer!r}")
 
 
+def _train_task(strategy: Strategy, model: nn.Module, task: Task, cfg: TrainConfig,
+                data_seed: int) -> None:
+    """One training session on ``task``: fresh optimizer, ``before_task``, ``cfg.epochs``
+    shuffled passes (order from a generator seeded ``data_seed``), ``after_task``."""
+    optimizer = _optimizer(model, cfg)
+    strategy.before_task(task, optimizer)
+    model.train()
+    g = torch.Generator().manual_seed(data_seed)
+    n, steps = len(task.y_train), 0
+    for _ in range(cfg.epochs):
+        order = torch.randperm(n, generator=g)
+        for lo in range(0, n, cfg.batch_size):
+            if cfg.max_steps_per_task is not None and steps >= cfg.max_steps_per_task:
+                break
+            idx = order[lo:lo + cfg.batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            loss = strategy.training_loss(model, task.x_train[idx], task.y_train[idx],
+                                          task.task_id)
+            loss.backward()
+            strategy.before_step(model, task.task_id)
+            optimizer.step()
+            steps += 1
+    strategy.after_task(model, task)
+
+
+STATE_FILE = "continual_state.safetensors"
+
+
+def _save_state(path: Path, model: nn.Module, strategy: Strategy, R: torch.Tensor,
+                b: torch.Tensor, done: int, identity: dict[str, Any]) -> None:
+    """Write everything needed to resume after ``done`` finished tasks (safetensors, atomic,
+    with a sha256 sidecar; the JSON part is stored as the uint8 tensor ``meta``)."""
+    from subspace_core.zoo import save_state_dict
+
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    extra = {}
+    for k, v in strategy.state_dict().items():
+        if torch.is_tensor(v):
+            tensors[f"strategy.{k}"] = v
+        else:
+            extra[k] = v
+    tensors["R"], tensors["b"] = R, b
+    meta = {"done": done, "identity": identity, "strategy_extra": extra}
+    blob = json.dumps(meta, sort_keys=True).encode()
+    tensors["meta"] = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_state_dict(tensors, path)
+
+
+def _load_state(path: Path, model: nn.Module, strategy: Strategy, identity: dict[str, Any]
+                ) -> tuple[int, torch.Tensor, torch.Tensor]:
+    from subspace_core.zoo import load_state_dict
+
+    sidecar = path.with_name(path.name + ".sha256")
+    if not sidecar.is_file():
+        raise ValueError(f"state_dir: {path} has no {sidecar.name}; delete the state to restart")
+    tensors = load_state_dict(path, sha256=sidecar.read_text().split()[0])
+    meta = json.loads(bytes(tensors.pop("meta").tolist()).decode())
+    if meta["identity"] != json.loads(json.dumps(identity, sort_keys=True)):
+        raise ValueError(f"state_dir: {path} holds another run ({meta['identity']}), not "
+                         f"{identity}; use a fresh state_dir")
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[str, Any] = dict(meta["strategy_extra"])
+    state.update({k[9:]: v for k, v in tensors.items() if k.startswith("strategy.")})
+    strategy.load_state_dict(state)
+    return int(meta["done"]), tensors["R"], tensors["b"]
+
+
 def run_sequence(strategy: Strategy, scenario: Scenario, cfg: TrainConfig | None = None, *,
-                 log: Callable[[str], None] | None = None) -> ContinualResult:
-    """Train ``strategy`` on ``scenario``'s tasks in order and measure the accuracy matrix."""
+                 log: Callable[[str], None] | None = None,
+                 state_dir: str | Path | None = None) -> ContinualResult:
+    """Train ``strategy`` on ``scenario``'s tasks in order and measure the accuracy matrix.
+
+    Args:
+        strategy: the method (its :meth:`Strategy.setup` is called here).
+        scenario: the task sequence.
+        cfg: hyper-parameters (default :class:`TrainConfig`).
+        log: called with one line per finished task.
+        state_dir: if given, the run state (model, strategy state, ``R`` so far) is written
+            atomically to ``state_dir/continual_state.safetensors`` (sha256-verified on
+            load) after every task, and a
+            re-run with the same arguments resumes after the last finished task. Every random
+            choice is seeded per task, so a resumed run gives the same result as an
+            uninterrupted one. A state of a different run (strategy, scenario, config) is
+            refused.
+
+    Returns:
+        :class:`ContinualResult` (``seconds`` counts this call only).
+    """
     cfg = cfg or TrainConfig()
     start = time.perf_counter()
     model = make_model(scenario, cfg)
@@ -169,42 +269,108 @@ def run_sequence(strategy: Strategy, scenario: Scenario, cfg: TrainConfig | None
     T = scenario.num_tasks
     b = torch.tensor(evaluate(model, scenario, strategy.head), dtype=torch.float64)
     R = torch.full((T, T), float("nan"), dtype=torch.float64)
-    for task in scenario.tasks:
-        optimizer = _optimizer(model, cfg)
-        strategy.before_task(task, optimizer)
-        model.train()
-        g = torch.Generator().manual_seed(cfg.seed * 1000 + task.task_id)
-        n, steps = len(task.y_train), 0
-        for _ in range(cfg.epochs):
-            order = torch.randperm(n, generator=g)
-            for lo in range(0, n, cfg.batch_size):
-                if cfg.max_steps_per_task is not None and steps >= cfg.max_steps_per_task:
-                    break
-                idx = order[lo:lo + cfg.batch_size]
-                optimizer.zero_grad(set_to_none=True)
-                loss = strategy.training_loss(model, task.x_train[idx], task.y_train[idx],
-                                              task.task_id)
-                loss.backward()
-                strategy.before_step(model, task.task_id)
-                optimizer.step()
-                steps += 1
-        strategy.after_task(model, task)
-        R[task.task_id] = torch.tensor(evaluate(model, scenario, strategy.head))
+    state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
+    identity = {"strategy": strategy.name, "scenario": scenario.name, "num_tasks": T,
+                "config": asdict(cfg)}
+    done = 0
+    if state_path is not None and state_path.is_file():
+        done, R, b = _load_state(state_path, model, strategy, identity)
+        if log is not None:
+            log(f"[{strategy.name}] resumed from {state_path} after {done} task(s)")
+    for task in scenario.tasks[done:]:
+        _train_task(strategy, model, task, cfg, cfg.seed * 1000 + task.task_id)
+        R[task.task_id] = torch.tensor(evaluate(model, scenario, strategy.head),
+                                       dtype=torch.float64)
+        if state_path is not None:
+            _save_state(state_path, model, strategy, R, b, task.task_id + 1, identity)
         if log is not None:
             row = " ".join(f"{v:5.1f}" for v in R[task.task_id].tolist())
             log(f"[{strategy.name}] after task {task.task_id}: {row}")
     metrics = summarize(R, b)
     return ContinualResult(strategy.name, scenario.name, R, b, metrics,
-                           time.perf_counter() - start, cfg, strategy.info())
+                           time.perf_counter() - start, cfg, strategy.info(), model=model)
+
+
+@dataclass
+class ScheduleResult:
+    """A run over a task schedule with recurrences (:func:`run_schedule`).
+
+    Attributes:
+        method, scenario: names.
+        schedule: the task id trained at each session ``s`` (length ``L``).
+        A: [L, T] accuracy (%) on every task's test set after each session.
+        seen_acc: [L] mean of ``A[s, j]`` over the tasks seen in sessions ``0..s``.
+        final_seen_acc: ``seen_acc[-1]``; mean_seen_acc: the mean of ``seen_acc`` over sessions
+            (area under the curve: how well seen tasks are kept all along).
+        seconds, info, model: as :class:`ContinualResult`.
+    """
+
+    method: str
+    scenario: str
+    schedule: list[int]
+    A: torch.Tensor
+    seen_acc: torch.Tensor
+    final_seen_acc: float
+    mean_seen_acc: float
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "scenario": self.scenario, "schedule": self.schedule,
+                "A": self.A.tolist(), "seen_acc": self.seen_acc.tolist(),
+                "final_seen_acc": self.final_seen_acc, "mean_seen_acc": self.mean_seen_acc,
+                "seconds": self.seconds, "info": self.info}
+
+
+def run_schedule(strategy: Strategy, scenario: Scenario, schedule: Sequence[int],
+                 cfg: TrainConfig | None = None, *,
+                 log: Callable[[str], None] | None = None) -> ScheduleResult:
+    """Train ``strategy`` through ``schedule`` — a sequence of task ids in which tasks may
+    recur, e.g. :func:`~subspace_continual.data.power_law_schedule` — one training session
+    (``cfg.epochs`` passes, ``before_task``/``after_task`` hooks) per entry, evaluating every
+    task after each session.
+
+    The ``k``-th session of task ``t`` (``k = 0, 1, ...``) orders its batches with a generator
+    seeded ``cfg.seed·1000 + t + 100000·k``, so a schedule without recurrences
+    (``[0, 1, ..., T-1]``) is exactly :func:`run_sequence` (``A`` equals its ``R``).
+    """
+    cfg = cfg or TrainConfig()
+    schedule = [int(t) for t in schedule]
+    T = scenario.num_tasks
+    if not schedule or any(not 0 <= t < T for t in schedule):
+        raise ValueError(f"schedule: expected a non-empty sequence of task ids in [0, {T}), got "
+                         f"{schedule[:20]}")
+    start = time.perf_counter()
+    model = make_model(scenario, cfg)
+    strategy.setup(model, scenario, cfg)
+    A = torch.full((len(schedule), T), float("nan"), dtype=torch.float64)
+    seen_acc = torch.zeros(len(schedule), dtype=torch.float64)
+    sessions: dict[int, int] = {}
+    for s, t in enumerate(schedule):
+        k = sessions.get(t, 0)
+        sessions[t] = k + 1
+        _train_task(strategy, model, scenario.tasks[t], cfg, cfg.seed * 1000 + t + 100_000 * k)
+        A[s] = torch.tensor(evaluate(model, scenario, strategy.head), dtype=torch.float64)
+        seen = sorted(sessions)
+        seen_acc[s] = A[s, seen].mean()
+        if log is not None:
+            log(f"[{strategy.name}] session {s} (task {t}, visit {k + 1}): seen-task accuracy "
+                f"{float(seen_acc[s]):.1f}")
+    return ScheduleResult(strategy.name, scenario.name, schedule, A, seen_acc,
+                          float(seen_acc[-1]), float(seen_acc.mean()),
+                          time.perf_counter() - start, strategy.info(), model=model)
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:
-    """A strategy by name: ``finetune``, ``gpm``, ``ewc``, ``er``, ``agem``."""
+    """A strategy by name: ``finetune``, ``gpm``, ``hlop``, ``ewc``, ``er``, ``agem``."""
     from subspace_continual.baselines import AGEM, EWC, ExperienceReplay
     from subspace_continual.gpm import GPM
+    from subspace_continual.hlop import HLOP
 
     table: dict[str, Callable[..., Strategy]] = {
-        "finetune": Strategy, "gpm": GPM, "ewc": EWC, "er": ExperienceReplay, "agem": AGEM}
+        "finetune": Strategy, "gpm": GPM, "hlop": HLOP, "ewc": EWC, "er": ExperienceReplay,
+        "agem": AGEM}
     if name not in table:
         raise ValueError(f"method: expected one of {sorted(table)}, got {name!r}")
     return table[name](**kwargs)

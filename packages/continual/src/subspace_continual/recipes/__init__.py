@@ -1,0 +1,1 @@
+"""Training recipes of the package's shipped checkpoints (``subzoo train ID``)."""
