@@ -5,12 +5,25 @@ sentiment (``rotten_tomatoes``: 10,201 / 1,275 / 1,275 snippets) by each method 
 harness (:mod:`subspace_peft.finetune`): same split, seed, batch order (32 per batch),
 max length 64 tokens, epochs, linear warm-up (6 %) / decay schedule, gradient clipping at 1;
 each method at its own learning rate (:data:`TUNED_LR`, picked on validation accuracy from
-a 3-point sweep per method, listed in :data:`LR_SWEEP`). Reported per method: test accuracy
+a 4-point sweep per method, listed in :data:`LR_SWEEP`). Reported per method: test accuracy
 of the best-validation epoch (%), its difference to full fine-tuning (points), validation
 accuracy, trainable parameters, optimizer-state bytes (exact, from the optimizer's state
 tensors after training; in all, and ``matrix_state`` for the 36 encoder matrices GaLore
 projects), mean training loss over the last 10 % of steps, and training wall time.
 Target (issue 4): GaLore within 1 point of full fine-tuning.
+
+Learning-rate sweep (full setting: 1 epoch of 319 steps, seed 0, CPU, one thread;
+validation / test accuracy in %, best validation per method between asterisks)::
+
+    full (AdamW)     5e-5 81.33 / 81.88   1e-4 82.59 / 82.04   *2e-4 84.39 / 82.35*
+                     4e-4 81.33 / 81.73
+    GaLore (r=8)     1e-4 81.10 / 81.57   2e-4 82.67 / 81.25   *4e-4 83.06 / 82.12*
+                     8e-4 78.98 / 79.84   (r=16, 2e-4: 82.51 / 81.96)
+    LoRA (r=8)       5e-4 80.86 / 80.71   1e-3 81.25 / 81.41   *2e-3 82.43 / 80.86*
+                     4e-3 79.76 / 78.90
+
+With 1,275 examples per split one accuracy has a standard error of about 1.1 points, so
+single-seed differences of a point are within noise.
 
 ``quick`` checks the wiring only (seconds per method; the accuracies mean little): 256
 training and 256 test snippets, 16 steps of 16, no validation.
@@ -32,14 +45,15 @@ LABELS = {
     "full": "Full fine-tuning (AdamW)",
     "lora": "LoRA (r=8, HF peft)",
 }
-#: Learning rates swept (validation accuracy decides; see the package README/CHANGELOG).
+#: Learning rates swept in the full setting (validation accuracy decides; results in the
+#: module docstring).
 LR_SWEEP = {
-    "full": (5e-5, 1e-4, 2e-4),
-    "galore": (5e-5, 1e-4, 2e-4),
-    "lora": (5e-4, 1e-3, 2e-3),
+    "full": (5e-5, 1e-4, 2e-4, 4e-4),
+    "galore": (1e-4, 2e-4, 4e-4, 8e-4),
+    "lora": (5e-4, 1e-3, 2e-3, 4e-3),
 }
 #: The learning rate each method runs at (best validation accuracy in :data:`LR_SWEEP`).
-TUNED_LR = {"full": 1e-4, "galore": 1e-4, "lora": 1e-3}
+TUNED_LR = {"full": 2e-4, "galore": 4e-4, "lora": 2e-3}
 #: Sizes: train/validation/test examples (None = the whole split), epochs, batch size.
 FULL = {"train": None, "validation": None, "test": None, "epochs": 1, "batch_size": 32}
 QUICK = {"train": 256, "validation": 0, "test": 256, "epochs": 1, "batch_size": 16}
