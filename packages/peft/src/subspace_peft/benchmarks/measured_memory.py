@@ -33,6 +33,7 @@ from torch import nn
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 from subspace_peft.benchmarks.memory import METHODS as ANALYTIC
 from subspace_peft.benchmarks.memory import ParamShape
+from subspace_peft.finetune.methods import optimizer_state_bytes as state_bytes
 from subspace_peft.optim import GaLoreAdamW, GaLoreAdamW8bit, galore_param_groups
 
 __all__ = ["MEASURED_MEMORY", "OPTIMIZERS", "build_optimizer", "run_measured_memory",
@@ -40,20 +41,6 @@ __all__ = ["MEASURED_MEMORY", "OPTIMIZERS", "build_optimizer", "run_measured_mem
 
 #: Module-name patterns of the projected / adapted linears (micro decoder and HF LLaMA).
 TARGETS = (r"\.attn\.", r"\.mlp\.", r"self_attn\.")
-
-
-def state_bytes(optimizer: torch.optim.Optimizer) -> int:
-    """Bytes of every tensor held in ``optimizer.state`` (nested dicts included)."""
-    def size(value) -> int:
-        if isinstance(value, torch.Tensor):
-            return value.numel() * value.element_size()
-        if isinstance(value, dict):
-            return sum(size(v) for v in value.values())
-        if isinstance(value, list | tuple):
-            return sum(size(v) for v in value)
-        return 0
-
-    return sum(size(s) for s in optimizer.state.values())
 
 
 def _galore(model: nn.Module, rank: int, **options) -> torch.optim.Optimizer:
