@@ -165,6 +165,22 @@ def test_parallel_scan_equals_sequential_loop(L):
 
 
 @pytest.mark.parametrize(("init", "disc"), [("legs", "zoh"), ("legs", "bilinear"), ("ptd", "zoh")])
+def test_s5_convolution_mode_matches_scan_and_backward(init, disc):
+    torch.manual_seed(0)
+    layer = S5(5, 16, init=init, discretization=disc, blocks=2 if init == "legs" else 1)
+    u = torch.randn(2, 300, 5, requires_grad=True)
+    x0 = torch.randn(2, layer.n_modes, dtype=torch.complex64)
+    for state in (None, x0):
+        y_conv = layer(u, initial_state=state)                      # convolution mode
+        y_scan, _ = layer(u, initial_state=state, return_state=True)  # parallel scan
+        _rel_close(y_conv, y_scan)
+        g_conv = torch.autograd.grad(y_conv.square().sum(), [u, layer.log_dt, layer.B])
+        g_scan = torch.autograd.grad(y_scan.square().sum(), [u, layer.log_dt, layer.B])
+        for a, b in zip(g_conv, g_scan, strict=True):
+            _rel_close(a, b)
+
+
+@pytest.mark.parametrize(("init", "disc"), [("legs", "zoh"), ("legs", "bilinear"), ("ptd", "zoh")])
 def test_s5_step_matches_scan_with_state_in_and_out(init, disc):
     layer = S5(5, 16, init=init, discretization=disc, blocks=2 if init == "legs" else 1)
     u = torch.randn(2, 13, 5)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fft_conv"]
+__all__ = ["fft_conv", "fft_conv_mimo"]
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None) -> torch.Tensor:
@@ -27,3 +27,27 @@ def fft_conv(u: torch.Tensor, k: torch.Tensor, k_rev: torch.Tensor | None = None
     n = 2 * L
     y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(kk.float(), n=n), n=n)
     return y[..., :L].to(u.dtype)
+
+
+def fft_conv_mimo(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal multi-input multi-output convolution ``y_l = Σ_{j ≤ l} k[l − j] @ u_j``.
+
+    Args:
+        u: ``[batch, L, H_in]`` real input (time on dim 1, as S5 holds it).
+        k: ``[L, H_out, H_in]`` real kernel (a matrix per lag).
+
+    Returns ``[batch, L, H_out]``. One real FFT of the input and of the kernel, a per-frequency
+    matrix product (``batch · H_out · H_in`` complex products per frequency), one inverse FFT.
+    """
+    if u.dim() != 3 or k.dim() != 3 or k.shape[0] != u.shape[1] or k.shape[2] != u.shape[2]:
+        raise ValueError(f"u, k: expected u [batch, L, H_in] and k [L, H_out, H_in], got "
+                         f"{tuple(u.shape)} and {tuple(k.shape)}")
+    L = u.shape[1]
+    n = 2 * L
+    u_f = torch.fft.rfft(u.float(), n=n, dim=1)                      # [b, n/2+1, H_in]
+    k_f = torch.fft.rfft(k.float(), n=n, dim=0)                      # [n/2+1, H_out, H_in]
+    # one contiguous batched matmul over frequencies (complex einsum falls back to many
+    # small copies on CPU)
+    y_f = torch.bmm(u_f.transpose(0, 1).contiguous(), k_f.transpose(1, 2).contiguous())
+    y_f = y_f.transpose(0, 1)                                         # [b, n/2+1, H_out]
+    return torch.fft.irfft(y_f, n=n, dim=1)[:, :L].to(u.dtype)

@@ -6,9 +6,12 @@ One state of ``P`` complex modes shared by all ``H`` channels (multi-input multi
     Λ̄ = exp(ΔΛ), B̄ = ((Λ̄ − 1)/Λ) ⊙ B̃     (ZOH; bilinear also available)
 
 with ``B̃ = V⁻¹ B``, ``C̃ = C V`` in the eigenbasis of the initial state matrix (conjugate
-pairs halved). The sequence is processed by a parallel associative scan
-(:func:`subspace_ssm.scan.linear_scan`), not a convolution, so Δ may differ per mode and the
-state is available at every step. Inits: ``"legs"`` (S5's: eigenvectors of the normal part
+pairs halved). Unpadded sequences whose final state is not asked for are processed in
+convolution mode: the layer is time-invariant, so ``y = K * u`` with the MIMO kernel
+``K_k = 2·Re(C̃ Λ̄^k B̄)`` (``[L, H, H]``) applied by FFT (:func:`subspace_ssm.fftconv.fft_conv_mimo`)
+— no ``[batch, L, P]`` complex states are formed. Otherwise (padding masks, state out) the
+parallel associative scan (:func:`subspace_ssm.scan.linear_scan`) runs, with padded steps as
+identity steps. Δ may differ per mode in both. Inits: ``"legs"`` (S5's: eigenvectors of the normal part
 of HiPPO-LegS, in ``blocks`` diagonal blocks) and ``"ptd"`` (S5-PTD: perturb-then-
 diagonalise HiPPO-LegS, see :mod:`subspace_ssm.ptd`). Inputs are ``[batch, L, d_model]``.
 """
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from subspace_ssm.fftconv import fft_conv_mimo
 from subspace_ssm.hippo import dplr_legs
 from subspace_ssm.init import conj_half
 from subspace_ssm.masks import check_mask
@@ -130,6 +134,8 @@ class S5(nn.Module):
         if initial_state is not None:
             self._check_state(initial_state, b)
         lam_bar, Bb, C = self.discrete()
+        if mask is None and not return_state:
+            return self._post(self._convolve(u, lam_bar, Bb, C, initial_state))
         bu = torch.einsum("mh,blh->blm", Bb, u.to(Bb.dtype))          # [b, L, M]
         a = lam_bar.expand(b, L, -1)
         if mask is not None:
@@ -140,6 +146,19 @@ class S5(nn.Module):
         y = 2 * torch.einsum("hm,blm->blh", C, states).real + self.D * u
         out = self._post(y)
         return (out, states[:, -1]) if return_state else out
+
+    def _convolve(self, u: torch.Tensor, lam_bar: torch.Tensor, Bb: torch.Tensor,
+                  C: torch.Tensor, initial_state: torch.Tensor | None) -> torch.Tensor:
+        """Convolution mode: the scan's ``y`` without forming the states."""
+        L = u.shape[1]
+        powers = lam_bar[None, :] ** torch.arange(L, device=u.device)[:, None]  # Λ̄^k [L, M]
+        H, M = C.shape
+        kernel = 2 * ((C[None] * powers[:, None, :]).reshape(L * H, M) @ Bb).real
+        kernel = kernel.reshape(L, H, H)                                         # [L, H, H]
+        y = fft_conv_mimo(u, kernel) + self.D * u
+        if initial_state is not None:  # h0 decays into every step: 2·Re(C̃ Λ̄^(t+1) h0)
+            y = y + 2 * torch.einsum("hm,lm,bm->blh", C, powers * lam_bar, initial_state).real
+        return y
 
     def _check_state(self, state: torch.Tensor, batch: int) -> None:
         expected = (batch, self.n_modes)

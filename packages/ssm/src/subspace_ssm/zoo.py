@@ -44,6 +44,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "s4d_ptd_small": ("s4d", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "ptd"}),
     "s4_small": ("s4", {"d_model": 64, "n_layers": 4, "d_state": 64}, {}),
     "s5_small": ("s5", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "legs"}),
+    "s5_ptd_tiny": ("s5", {"d_model": 32, "n_layers": 4, "d_state": 32}, {"init": "ptd"}),
     "s5_ptd_small": ("s5", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "ptd"}),
     "mamba_small": ("mamba", {"d_model": 64, "n_layers": 4, "d_state": 16}, {}),
     # MHS on the 28×28 image behind the sequence: 2×2 patches (14×14 tokens), 3 heads with
@@ -57,6 +58,7 @@ _REGISTERED = [
     ("s4d_ptd_small", "sfmnist"), ("s4_small", "sfmnist"), ("s5_small", "sfmnist"),
     ("s5_ptd_small", "sfmnist"), ("s5_ptd_small", "listops"),
     ("mamba_small", "listops"), ("mhs_small", "sfmnist"),
+    ("s5_ptd_tiny", "sfmnist"), ("s4d_tiny", "listops"),
 ]
 
 
