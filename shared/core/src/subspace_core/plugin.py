@@ -2,6 +2,7 @@
 
 from subspace_core import data as _data  # noqa: F401  registers the core datasets
 from subspace_core import protocols as _protocols  # noqa: F401  registers fmnist_test
+from subspace_core.backbones import weights as _backbone_weights  # noqa: F401  ImageNet weights
 from subspace_core.benchmarks import canary as _canary  # noqa: F401  registers core/canary
 from subspace_core.benchmarks import krylov as _krylov  # noqa: F401  core/krylov_recycling
 from subspace_core.benchmarks import linalg_svd as _linalg_svd  # noqa: F401  core/randomized_svd
