@@ -1,4 +1,5 @@
-"""The plugin registers continual/pmnist; the heat map is written; quick run is slow-marked."""
+"""The plugin registers the continual benchmarks; the heat map is written; quick runs are
+slow-marked."""
 
 from __future__ import annotations
 
@@ -48,6 +49,40 @@ def test_quick_federated_benchmark(tmp_path):
     rows = {(r["case"].endswith("x10)"), r["method"], r["metric"]): r["value"]
             for r in report.measurements}
     assert rows[(False, "FOT", "ACC")] >= rows[(False, "FedAvg", "ACC")] + 5
+    assert rows[(False, "FOT", "ACC")] >= rows[(False, "centralised GPM", "ACC")] - 2
     assert rows[(False, "FOT+client-proj", "ACC")] >= rows[(False, "centralised GPM", "ACC")] - 2
     assert rows[(True, "FOT", "diverged")] == 1.0  # the mean collapses under sign flips
     assert rows[(True, "FOT+flag", "acc_drop")] <= 3.0
+
+
+def test_class_incremental_benchmark_reports_the_nmc_sanity_row(tmp_path, monkeypatch):
+    """Tiny data (monkeypatched scenario); NMC on injected pixel features, then the
+    'unavailable' row when the backbone cannot be imported."""
+    import subspace_continual.baselines as baselines
+    import subspace_continual.data as data
+    from subspace_continual.benchmarks import NMC_LABEL, SFMNIST_CLASS
+
+    assert "continual/sfmnist_class" in [b.name for b in list_benchmarks(["continual"])]
+    assert SFMNIST_CLASS.method == "GPM" and NMC_LABEL in SFMNIST_CLASS.baselines
+    small = data.split_fashion_mnist("class", train_per_class=20, test_per_class=10)
+    monkeypatch.setattr(data, "split_fashion_mnist", lambda setting, **kw: small)
+    original_init = baselines.NMCBaseline.__init__
+
+    def pixel_nmc(self, features=None, **kwargs):
+        original_init(self, lambda im: im.flatten(1).float(), **kwargs)
+
+    monkeypatch.setattr(baselines.NMCBaseline, "__init__", pixel_nmc)
+    ctx = BenchContext(quick=True, device=torch.device("cpu"), out_dir=tmp_path)
+    report = run_benchmark(SFMNIST_CLASS, ctx)
+    rows = {(r["method"], r["metric"]): r["value"] for r in report.measurements}
+    assert rows[(NMC_LABEL, "ACC")] > 50 and (NMC_LABEL, "FWT") not in rows
+    assert {r["baseline"] for r in report.ratios} >= {"fine-tuning", "ER", "A-GEM", NMC_LABEL}
+    assert (tmp_path / "continual_sfmnist_class_nmc.png").is_file()
+
+    def unavailable(self, scenario, **kwargs):
+        raise ImportError("No module named 'subspace_core.backbones'")
+
+    monkeypatch.setattr(baselines.NMCBaseline, "run", unavailable)
+    report = run_benchmark(SFMNIST_CLASS, ctx)
+    rows = {(r["method"], r["metric"]): r["value"] for r in report.measurements}
+    assert rows[(NMC_LABEL, "unavailable")] == 1.0 and (NMC_LABEL, "ACC") not in rows

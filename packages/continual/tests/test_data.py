@@ -84,3 +84,20 @@ def test_power_law_schedule():
         power_law_schedule(3, 10, alpha=-1.0)
     with pytest.raises(ValueError, match="new_task_prob"):
         power_law_schedule(3, 10, new_task_prob=2.0)
+
+
+def test_scenario_images_invert_the_normalisation_exactly(pmnist):
+    from subspace_continual.data import FMNIST_MEAN, FMNIST_STD, _normalise, synthetic_subspaces
+
+    s = split_fashion_mnist("class", train_per_class=20, test_per_class=10)
+    assert s.image_shape == (28, 28) and s.pixel_norm == (FMNIST_MEAN, FMNIST_STD)
+    x = s.tasks[1].x_test
+    images = s.images(x)
+    assert images.dtype == torch.uint8 and images.shape == (len(x), 28, 28)
+    assert torch.equal(_normalise(images, FMNIST_MEAN, FMNIST_STD), x)  # bit-exact round trip
+    assert torch.equal(_normalise(pmnist.images(pmnist.tasks[0].x_train), *pmnist.pixel_norm),
+                       pmnist.tasks[0].x_train)
+    with pytest.raises(ValueError, match="x: expected inputs"):
+        s.images(x[:, :100])
+    with pytest.raises(ValueError, match="not images"):
+        synthetic_subspaces().images(torch.zeros(2, 40))

@@ -139,3 +139,41 @@ def test_diverging_aggregate_raises_and_bad_configs_are_refused():
         run_federated(scenario, FedConfig(attack="gaussian"))
     with pytest.raises(ValueError, match="local_steps"):
         run_federated(scenario, FedConfig(local_steps=0))
+
+
+def test_federated_run_resumes_to_the_same_result_and_returns_its_bases(tmp_path, monkeypatch):
+    import subspace_continual.fot as fot_module
+    from subspace_continual.harness import STATE_FILE
+
+    scenario = synthetic("task", num_tasks=3, n=160)
+    cfg = FedConfig(method="fot", **SMALL)
+    full = run_federated(scenario, cfg)
+    assert set(full.bases) == {"body.0", "body.2"}
+    assert {n: U.shape[1] for n, U in full.bases.items()} == full.info["basis_sizes"]
+    for U in full.bases.values():  # orthonormal columns
+        torch.testing.assert_close(U.T @ U, torch.eye(U.shape[1]), atol=1e-5, rtol=0)
+
+    real = fot_module.client_summaries
+
+    def crash_at_task_1(model, layers, task, *args, **kwargs):
+        if task.task_id == 1:  # after task 1's rounds, before its state is written
+            raise KeyboardInterrupt("simulated crash")
+        return real(model, layers, task, *args, **kwargs)
+
+    monkeypatch.setattr(fot_module, "client_summaries", crash_at_task_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_federated(scenario, cfg, state_dir=tmp_path)
+    monkeypatch.setattr(fot_module, "client_summaries", real)
+    assert (tmp_path / STATE_FILE).is_file()  # task 0 finished and was saved
+    lines: list[str] = []
+    resumed = run_federated(scenario, cfg, state_dir=tmp_path, log=lines.append)
+    assert lines[0].endswith("after 1 task(s)") and len(lines) == 3  # resumed, tasks 1, 2
+    assert torch.equal(resumed.R, full.R) and torch.equal(resumed.b, full.b)
+    for name, U in full.bases.items():
+        assert torch.equal(resumed.bases[name], U), name
+    for name, p in full.model.state_dict().items():
+        assert torch.equal(resumed.model.state_dict()[name], p), name
+    # a state written by another configuration is refused
+    with pytest.raises(ValueError, match="another run"):
+        run_federated(scenario, FedConfig(method="fot", **{**SMALL, "lr": 0.05}),
+                      state_dir=tmp_path)

@@ -9,7 +9,7 @@ from subspace_continual.data import synthetic_subspaces
 from subspace_continual.gpm import GPM
 from subspace_continual.harness import STATE_FILE, TrainConfig, run_sequence
 from subspace_continual.models import ContinualMLP
-from subspace_continual.zoo import pmnist_continual_metrics
+from subspace_continual.zoo import pmnist_continual_metrics, split_fmnist_continual_metrics
 from subspace_core.eval import get_protocol
 from subspace_core.zoo import get_model_entry, load, save_state_dict
 from subspace_core.zoo import load_state_dict as load_verified
@@ -64,6 +64,39 @@ def test_shipped_gpm_checkpoint_reproduces_its_card():
     # leaves the first layer's response to old inputs' basis directions unchanged
     U = model.bases.body_0
     torch.testing.assert_close(U.T @ U, torch.eye(U.shape[1]), atol=1e-4, rtol=0)
+
+
+def test_shipped_fot_checkpoint_reproduces_its_card():
+    model_id = "continual/fot_mlp.split_fmnist"
+    cfg = get_model_entry(model_id).pretrained_cfg
+    model = load(model_id)
+    assert len(model.heads) == 5 and model.num_tasks == 5
+    sizes = {k: v.shape[1] for k, v in model.bases.as_dict().items()}
+    assert set(sizes) == {"body.0", "body.2"}
+    assert 0 < sizes["body.0"] < 784 and 0 < sizes["body.2"] < 100
+    metrics = get_protocol("split_fmnist_cl").run(model, torch.device("cpu"))
+    for name, claimed in cfg.metrics["split_fmnist_cl"].items():
+        assert metrics[name] == pytest.approx(claimed, abs=1e-3), name
+    assert metrics["final_row_drift"] == 0.0
+    # issue 6: FOT within 2 points of centralised GPM (98.58 on the full federated benchmark)
+    assert metrics["acc"] >= 96.5 and metrics["bwt"] >= -1.0
+    for U in model.bases.as_dict().values():  # the server's bases are orthonormal
+        torch.testing.assert_close(U.T @ U, torch.eye(U.shape[1]), atol=1e-4, rtol=0)
+    assert model.subspace_memory().basis_sizes() == sizes  # ready for a sixth task
+
+
+def test_split_fmnist_protocol_needs_a_five_task_record():
+    with pytest.raises(ValueError, match="5 tasks and 5 heads"):
+        split_fmnist_continual_metrics(_recorded(ContinualMLP(784, (8,), (2,) * 3,
+                                                              num_tasks=3)))
+    with pytest.raises(ValueError, match="no complete record"):
+        split_fmnist_continual_metrics(ContinualMLP(784, (8,), (2,) * 5, num_tasks=5))
+
+
+def _recorded(model: ContinualMLP) -> ContinualMLP:
+    T = model.num_tasks
+    model.accuracy_matrix.copy_(torch.full((T, T), 50.0, dtype=torch.float64))
+    return model
 
 
 class _CrashingGPM(GPM):

@@ -6,7 +6,8 @@
   threshold, projection for Linear/Conv2d, SGD and Adam).
 - :mod:`~subspace_continual.data`: Permuted-MNIST, Split-Fashion-MNIST, power-law schedules.
 - :mod:`~subspace_continual.harness`, :mod:`~subspace_continual.gpm`,
-  :mod:`~subspace_continual.baselines`: one training harness; GPM, EWC, ER, A-GEM.
+  :mod:`~subspace_continual.baselines`: one training harness; GPM, EWC, ER, A-GEM, and
+  NMC on frozen pretrained features (the class-incremental sanity row).
 - :mod:`~subspace_continual.hlop`: HLOP, Hebbian/anti-Hebbian subspace neurons (online PCA)
   for orthogonal projection without SVDs.
 - :mod:`~subspace_continual.fot`: federated FOT / FedAvg and robust aggregators (mean,
@@ -14,10 +15,11 @@
   algorithm over ``torch.distributed`` ranks (imported on demand).
 - :mod:`~subspace_continual.models`: the harness MLP and :class:`ContinualMLP` (the zoo's
   checkpoint model: weights + stored bases + accuracy record);
-  :mod:`~subspace_continual.zoo`: protocol ``pmnist_cl`` and ``continual/gpm_mlp.pmnist``.
+  :mod:`~subspace_continual.zoo`: protocols ``pmnist_cl`` / ``split_fmnist_cl`` and the
+  shipped ``continual/gpm_mlp.pmnist`` / ``continual/fot_mlp.split_fmnist``.
 """
 
-from subspace_continual.baselines import AGEM, EWC, EpisodicMemory, ExperienceReplay
+from subspace_continual.baselines import AGEM, EWC, EpisodicMemory, ExperienceReplay, NMCBaseline
 from subspace_continual.data import (
     Scenario,
     Task,
@@ -72,6 +74,7 @@ __all__ = [
     "HebbianSubspace",
     "LayerUpdate",
     "MultiHeadMLP",
+    "NMCBaseline",
     "Scenario",
     "ScheduleResult",
     "Strategy",

@@ -12,10 +12,17 @@ base :class:`~subspace_continual.harness.Strategy`).
 * **A-GEM** (Chaudhry et al., ICLR 2019): with ``g`` the current gradient and ``g_ref`` the
   gradient on a random ``ref_batch`` of the episodic memory, if ``gᵀ g_ref < 0`` then
   ``g ← g − (gᵀ g_ref / g_refᵀ g_ref) g_ref`` (over all trainable parameters).
+* **NMC on frozen features** (:class:`NMCBaseline`, the sanity row of class-incremental
+  tables): a nearest-class-mean classifier on the features of a frozen pretrained network
+  (default: ImageNet MobileNetV2, :func:`subspace_core.backbones.pretrained_features`). No
+  gradient step: after each task the class means of its training features are added, so
+  nothing is forgotten and every row of ``R`` is the accuracy of the means known so far.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -23,10 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from subspace_continual.data import Task
-from subspace_continual.harness import Strategy
+from subspace_continual.data import Scenario, Task
+from subspace_continual.harness import ContinualResult, Strategy
+from subspace_continual.metrics import summarize
 
-__all__ = ["AGEM", "EWC", "EpisodicMemory", "ExperienceReplay"]
+__all__ = ["AGEM", "EWC", "EpisodicMemory", "ExperienceReplay", "NMCBaseline"]
 
 
 class EpisodicMemory:
@@ -239,3 +247,119 @@ class AGEM(Strategy):
         self.memory.load_state_dict({k[7:]: v for k, v in state.items()
                                      if k.startswith("memory.")})
         self.projections = int(state.get("projections", 0))
+
+
+class NMCBaseline:
+    """Nearest class mean on frozen pretrained features (iCaRL's NMC rule without training).
+
+    For each task in order, the training examples go through ``features`` and their per-class
+    sums and counts are added to the running class statistics (incremental means: a class that
+    appears in several tasks, e.g. Permuted-MNIST's digits, keeps one mean over all of them).
+    After task ``i`` every task ``j``'s test examples are assigned the label of the nearest
+    known class mean (Euclidean distance; with ``normalize`` features and means are
+    L2-normalised first, i.e. cosine similarity), which fills ``R[i, j]`` (%):
+
+    * class-incremental / domain-incremental (one head): the candidates are every class seen
+      in tasks ``0..i``, so a task not seen yet scores 0 (class-IL) or what the shared means
+      give (domain-IL);
+    * task-incremental: only task ``j``'s own classes compete (the task id is given); a task
+      not seen yet has no means and its entry stays NaN.
+
+    ``b`` (random-init accuracies) is NaN: there is no untrained state, hence no FWT.
+
+    Args:
+        features: ``features(inputs) -> float [N, F]``, applied to a scenario's images
+            (:meth:`~subspace_continual.data.Scenario.images`, uint8 [N, H, W]) or, for a
+            scenario that has no images, to its inputs [N, D]. ``None`` = the frozen
+            ImageNet ``backbone`` of :mod:`subspace_core.backbones` (imported when the
+            baseline runs), at ``size`` px in batches of ``batch_size``.
+        backbone, size, batch_size: the default feature extractor's network name
+            (``"mobilenet_v2"`` or ``"efficientnet_lite0"``), input side and batch.
+        normalize: L2-normalise features and class means (default True, as iCaRL).
+    """
+
+    name = "nmc"
+
+    def __init__(self, features: Callable[[torch.Tensor], torch.Tensor] | None = None, *,
+                 backbone: str = "mobilenet_v2", size: int = 96, batch_size: int = 256,
+                 normalize: bool = True):
+        if features is not None and not callable(features):
+            raise TypeError(f"features: expected a callable inputs -> [N, F] or None, got "
+                            f"{type(features).__name__}")
+        self.features, self.backbone, self.size, self.batch_size = (features, backbone, size,
+                                                                     batch_size)
+        self.normalize = bool(normalize)
+
+    @property
+    def label(self) -> str:
+        """How the features are made, for reports (``"mobilenet_v2 features"``, ...)."""
+        if self.features is None:
+            return f"{self.backbone} features"
+        return f"{getattr(self.features, '__name__', type(self.features).__name__)} features"
+
+    def _extractor(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.features is not None:
+            return self.features
+        from subspace_core.backbones import pretrained_features
+
+        def extract(images: torch.Tensor) -> torch.Tensor:
+            return pretrained_features(self.backbone, images, size=self.size,
+                                       batch_size=self.batch_size)
+
+        return extract
+
+    def _embed(self, extract: Callable[[torch.Tensor], torch.Tensor], scenario: Scenario,
+               x: torch.Tensor) -> torch.Tensor:
+        inputs = scenario.images(x) if scenario.image_shape is not None else x
+        with torch.no_grad():
+            z = extract(inputs)
+        if not isinstance(z, torch.Tensor) or z.ndim != 2 or z.shape[0] != x.shape[0]:
+            shape = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ValueError(f"features: expected a tensor [{x.shape[0]}, F] (one row per "
+                             f"input), got {shape}")
+        z = z.detach().to("cpu", torch.float64)
+        if not bool(torch.isfinite(z).all()):
+            raise FloatingPointError("features: the feature function returned non-finite "
+                                     "values")
+        return F.normalize(z, dim=1) if self.normalize else z
+
+    def run(self, scenario: Scenario, *, log: Callable[[str], None] | None = None
+            ) -> ContinualResult:
+        """The accuracy matrix of NMC over ``scenario``'s tasks (see class doc)."""
+        start = time.perf_counter()
+        extract = self._extractor()
+        T = scenario.num_tasks
+        multi = scenario.setting == "task"
+        tests = [self._embed(extract, scenario, t.x_test) for t in scenario.tasks]
+        sums: dict[tuple[int, int], torch.Tensor] = {}  # (head, label) -> feature sum
+        counts: dict[tuple[int, int], int] = {}
+        R = torch.full((T, T), float("nan"), dtype=torch.float64)
+        dim = tests[0].shape[1] if T else 0
+        for task in scenario.tasks:
+            z = self._embed(extract, scenario, task.x_train)
+            head = task.task_id if multi else 0
+            for c in torch.unique(task.y_train).tolist():
+                rows = z[task.y_train == c]
+                key = (head, int(c))
+                sums[key] = sums.get(key, torch.zeros(z.shape[1], dtype=torch.float64)) + \
+                    rows.sum(0)
+                counts[key] = counts.get(key, 0) + len(rows)
+            for j, other in enumerate(scenario.tasks):
+                keys = sorted(k for k in sums if k[0] == (j if multi else 0))
+                if not keys:
+                    continue  # task-IL, task j not seen: no class of its head has a mean
+                means = torch.stack([sums[k] / counts[k] for k in keys])
+                if self.normalize:
+                    means = F.normalize(means, dim=1)
+                labels = torch.tensor([k[1] for k in keys])
+                pred = labels[torch.cdist(tests[j], means).argmin(1)]
+                R[task.task_id, j] = 100.0 * float((pred == other.y_test).sum()) / len(pred)
+            if log is not None:
+                row = " ".join(f"{v:5.1f}" for v in R[task.task_id].tolist())
+                log(f"[nmc] after task {task.task_id}: {row}")
+        b = torch.full((T,), float("nan"), dtype=torch.float64)
+        return ContinualResult(self.name, scenario.name, R, b, summarize(R),
+                               time.perf_counter() - start, None,
+                               {"features": self.label, "feature_dim": int(dim),
+                                "normalize": self.normalize,
+                                "classes": len(sums)})

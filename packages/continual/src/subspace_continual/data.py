@@ -72,17 +72,40 @@ class Task:
 @dataclass(frozen=True)
 class Scenario:
     """A sequence of tasks: ``name``, ``setting`` (one of :data:`SETTINGS`), ``input_dim``,
-    ``tasks`` and ``description`` (the exact construction, for cards and reports)."""
+    ``tasks`` and ``description`` (the exact construction, for cards and reports).
+
+    Image scenarios also say how their inputs were made from uint8 pixels, so the pixels can
+    be recovered (:meth:`images`, e.g. for a frozen pretrained feature extractor):
+    ``image_shape`` ``(H, W)`` and ``pixel_norm`` ``(mean, std)`` with
+    ``x = (pixel / 255 − mean) / std`` flattened row-major (Permuted-MNIST: then permuted, so
+    its "images" are the permuted grids).
+    """
 
     name: str
     setting: str
     input_dim: int
     tasks: tuple[Task, ...]
     description: str
+    image_shape: tuple[int, int] | None = None
+    pixel_norm: tuple[float, float] | None = None
 
     @property
     def num_tasks(self) -> int:
         return len(self.tasks)
+
+    def images(self, x: torch.Tensor) -> torch.Tensor:
+        """The uint8 images ``[N, H, W]`` behind inputs ``x`` [N, D] of this scenario (exact
+        inverse of the normalisation, rounded to the nearest pixel value)."""
+        if self.image_shape is None or self.pixel_norm is None:
+            raise ValueError(f"scenario {self.name!r}: its inputs are not images (no image_shape "
+                             "/ pixel_norm)")
+        H, W = self.image_shape
+        if x.ndim != 2 or x.shape[1] != H * W:
+            raise ValueError(f"x: expected inputs [N, {H * W}] of scenario {self.name!r}, got "
+                             f"{list(x.shape)}")
+        mean, std = self.pixel_norm
+        pixels = ((x.to(torch.float64) * std + mean) * 255.0).round().clamp(0, 255)
+        return pixels.to(torch.uint8).reshape(-1, H, W)
 
     @property
     def head_sizes(self) -> tuple[int, ...]:
@@ -145,7 +168,8 @@ def permuted_mnist(num_tasks: int = 10, *, seed: int = 0, train_per_class: int |
         description=(f"Permuted-MNIST, {num_tasks} tasks from mnist_10k (train {len(ytr)} / "
                      f"test {len(yte)} digits per task; core split: test = last 100 digits of "
                      f"each class); task t permutes pixels with torch.randperm(784) seeded "
-                     f"{seed}+t; pixels /255, normalised (0.1307, 0.3081)."))
+                     f"{seed}+t; pixels /255, normalised (0.1307, 0.3081)."),
+        image_shape=(28, 28), pixel_norm=(MNIST_MEAN, MNIST_STD))
 
 
 def split_fashion_mnist(setting: str = "task", *, num_tasks: int = 5,
@@ -199,7 +223,8 @@ def split_fashion_mnist(setting: str = "task", *, num_tasks: int = 5,
         tasks=tuple(tasks),
         description=(f"Split-Fashion-MNIST, {num_tasks} tasks of classes "
                      f"{[t.classes for t in tasks]}, {setting}-incremental; pixels /255, "
-                     "normalised (0.2860, 0.3530)."))
+                     "normalised (0.2860, 0.3530)."),
+        image_shape=(28, 28), pixel_norm=(FMNIST_MEAN, FMNIST_STD))
 
 
 def power_law_schedule(num_tasks: int, length: int, *, alpha: float = 1.0,

@@ -43,13 +43,23 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from subspace_continual.data import Scenario, Task
-from subspace_continual.harness import ContinualResult, TrainConfig, evaluate, make_model
+from subspace_continual.harness import (
+    STATE_FILE,
+    ContinualResult,
+    TrainConfig,
+    _load_state,
+    _save_state,
+    evaluate,
+    make_model,
+)
 from subspace_continual.memory import SubspaceMemory
 from subspace_continual.metrics import summarize
 from subspace_core.linalg import extend_basis_by_energy, robust_svd
@@ -340,10 +350,30 @@ class Collective:
         return tensor
 
 
+class _ServerState:
+    """The server's stored bases seen as a harness strategy state (for resuming)."""
+
+    name = "federated"
+
+    def __init__(self, memory: SubspaceMemory):
+        self.memory = memory
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"bases.{n}": U for n, U in self.memory.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.memory.load_state_dict({k[6:]: v for k, v in state.items()
+                                     if k.startswith("bases.")})
+
+
 def run_federated(scenario: Scenario, cfg: FedConfig | None = None, *,
-                  collective: Collective | None = None) -> ContinualResult:
+                  collective: Collective | None = None,
+                  state_dir: str | Path | None = None,
+                  log: Callable[[str], None] | None = None) -> ContinualResult:
     """Train the global model over ``scenario``'s tasks with ``cfg.num_clients`` clients;
-    returns the accuracy matrix of the global model (same metrics as the harness).
+    returns the accuracy matrix of the global model (same metrics as the harness), the final
+    global model (``result.model``) and the server's final bases (``result.bases``,
+    ``{layer: [m, k]}``; empty ``k = 0`` bases for FedAvg).
 
     Args:
         scenario: the task sequence (the task id is given to the heads when ``task``-incremental).
@@ -352,10 +382,20 @@ def run_federated(scenario: Scenario, cfg: FedConfig | None = None, *,
             :class:`~subspace_continual.distributed.TorchDistributedCollective` = clients spread
             over ``torch.distributed`` ranks (call this on every rank). Every rank returns the
             same result.
+        state_dir: in-process runs only: after every task the global model, the server's
+            bases and ``R`` so far are written atomically to
+            ``state_dir/continual_state.safetensors`` (sha256 sidecar), and a re-run with the
+            same arguments resumes after the last finished task. Every draw is seeded per
+            (task, round, client), so the resumed run equals an uninterrupted one. A state of
+            another run (scenario, config) is refused.
+        log: called with one line per finished task.
     """
     cfg = cfg or FedConfig()
     cfg.validate()
     comm = collective or Collective()
+    if state_dir is not None and comm.world_size != 1:
+        raise ValueError(f"state_dir: only the in-process run (world size 1) resumes, got world "
+                         f"size {comm.world_size}")
     start = time.perf_counter()
     train_cfg = TrainConfig(hidden=cfg.hidden, seed=cfg.seed, lr=cfg.lr)
     model = make_model(scenario, train_cfg)
@@ -375,7 +415,17 @@ def run_federated(scenario: Scenario, cfg: FedConfig | None = None, *,
     T = scenario.num_tasks
     b = server_eval()
     R = torch.full((T, T), float("nan"), dtype=torch.float64)
-    for task in scenario.tasks:
+    state_path = None if state_dir is None else Path(state_dir) / STATE_FILE
+    identity = {"strategy": f"federated:{cfg.method}", "scenario": scenario.name,
+                "num_tasks": T, "train_sizes": [len(t.y_train) for t in scenario.tasks],
+                "test_sizes": [len(t.y_test) for t in scenario.tasks],
+                "config": cfg.__dict__ | {"hidden": list(cfg.hidden)}}
+    done = 0
+    if state_path is not None and state_path.is_file():
+        done, R, b = _load_state(state_path, model, _ServerState(memory), identity)
+        if log is not None:
+            log(f"[{cfg.method}] resumed from {state_path} after {done} task(s)")
+    for task in scenario.tasks[done:]:
         shards = task_shards(cfg.seed, task.task_id, len(task.y_train), cfg.num_clients)
         for r in range(cfg.rounds_per_task):
             bases = memory.bases if cfg.method == "fot" and cfg.client_projection else None
@@ -407,13 +457,20 @@ def run_federated(scenario: Scenario, cfg: FedConfig | None = None, *,
                     basis = server_subspace(gathered, cfg.threshold, old).to(memory.dtype)
                 memory.bases[n] = comm.broadcast(basis)
         R[task.task_id] = server_eval()
+        if state_path is not None:
+            _save_state(state_path, model, _ServerState(memory), R, b, task.task_id + 1,
+                        identity)
+        if log is not None:
+            row = " ".join(f"{v:5.1f}" for v in R[task.task_id].tolist())
+            log(f"[{cfg.method}] after task {task.task_id}: {row} (bases "
+                f"{memory.basis_sizes()})")
     name = cfg.method + ("" if cfg.aggregator == "mean" else f"+{cfg.aggregator}")
     return ContinualResult(name, scenario.name, R, b, summarize(R, b),
                            time.perf_counter() - start, train_cfg,
                            {"federated": cfg.__dict__ | {"hidden": list(cfg.hidden)},
                             "basis_sizes": memory.basis_sizes(),
                             "world_size": comm.world_size},
-                           model=model)
+                           model=model, bases=memory.state_dict())
 
 
 def main(argv: list[str] | None = None) -> list[ContinualResult]:
@@ -424,7 +481,6 @@ def main(argv: list[str] | None = None) -> list[ContinualResult]:
     import argparse
     import json
     import math
-    from pathlib import Path
 
     from subspace_continual.data import split_fashion_mnist
     from subspace_continual.gpm import GPM
@@ -434,8 +490,8 @@ def main(argv: list[str] | None = None) -> list[ContinualResult]:
     parser.add_argument("--train-per-class", type=int, default=300)
     parser.add_argument("--test-per-class", type=int, default=200)
     parser.add_argument("--clients", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--local-steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--local-steps", type=int, default=4)
     parser.add_argument("--byzantine", type=int, default=1)
     parser.add_argument("--attack", choices=ATTACKS, default="signflip")
     parser.add_argument("--attack-scale", type=float, default=10.0)

@@ -14,6 +14,9 @@ Command line (writes a JSON with the matrices and metrics)::
 
     python -m subspace_continual.harness --scenario pmnist --methods finetune,gpm,ewc,er,agem \\
         --out runs/pmnist.json
+
+(``--methods`` also takes ``nmc``: :class:`~subspace_continual.baselines.NMCBaseline` on frozen
+MobileNetV2 features, no training.)
 """
 
 from __future__ import annotations
@@ -122,8 +125,12 @@ class Strategy:
 
 @dataclass
 class ContinualResult:
-    """One run: ``R`` [T, T] accuracy matrix (%), ``b`` [T] random-init accuracies (%);
-    ``model`` is the final model (not serialised by :meth:`to_dict`)."""
+    """One run: ``R`` [T, T] accuracy matrix (%), ``b`` [T] random-init accuracies (%; NaN
+    where a method has no untrained state, e.g. :class:`~subspace_continual.baselines.
+    NMCBaseline`); ``config`` the training configuration (None for a method without
+    training); ``model`` the final model and ``bases`` the final stored subspace bases
+    ``{layer: [m, k]}`` of a subspace method that returns them (:func:`~subspace_continual.
+    fot.run_federated`); neither is serialised by :meth:`to_dict`."""
 
     method: str
     scenario: str
@@ -131,14 +138,17 @@ class ContinualResult:
     b: torch.Tensor
     metrics: ContinualMetrics
     seconds: float
-    config: TrainConfig
+    config: TrainConfig | None
     info: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    bases: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "scenario": self.scenario, "R": self.R.tolist(),
                 "b": self.b.tolist(), "metrics": self.metrics.to_dict(),
-                "seconds": self.seconds, "config": asdict(self.config), "info": self.info}
+                "seconds": self.seconds,
+                "config": None if self.config is None else asdict(self.config),
+                "info": self.info}
 
 
 def make_model(scenario: Scenario, cfg: TrainConfig) -> MultiHeadMLP:
@@ -402,7 +412,12 @@ def main(argv: Sequence[str] | None = None) -> list[ContinualResult]:
     scenario = _scenario(args.scenario, args.seed, args.train_per_class)
     results = []
     for method in args.methods.split(","):
-        result = run_sequence(make_strategy(method), scenario, cfg, log=print)
+        if method == "nmc":  # no training: nearest class mean on frozen pretrained features
+            from subspace_continual.baselines import NMCBaseline
+
+            result = NMCBaseline().run(scenario, log=print)
+        else:
+            result = run_sequence(make_strategy(method), scenario, cfg, log=print)
         m = result.metrics
         print(f"== {method}: ACC {m.acc:.2f}  BWT {m.bwt:.2f}  forgetting {m.forgetting:.2f}  "
               f"FWT {m.fwt if m.fwt is None else round(m.fwt, 2)}  ({result.seconds:.0f} s)",
