@@ -76,3 +76,17 @@ def test_listops_recipe_writes_a_loadable_checkpoint(tmp_path):
     assert state["head.weight"].shape == (10, 32)
     with pytest.raises(ValueError, match="model_id"):
         train_any(tmp_path, model_id="ssm/nope.listops")
+
+
+def test_mamba_sfmnist14_recipe_runs_on_pooled_sequences(tmp_path):
+    from subspace_ssm.recipes.classifier import train as train_any
+
+    try:
+        path = train_any(tmp_path, model_id="ssm/mamba_tiny.sfmnist14", quick=True,
+                         progress=False, train_subset=32, batch_size=16)
+    except Exception as exc:  # data not reachable on this machine
+        if "fashion_mnist" in str(exc):
+            pytest.skip(str(exc))
+        raise
+    state = load_state_dict(path, sha256=(path.parent / (path.name + ".sha256")).read_text().split()[0])
+    assert state["head.weight"].shape == (10, 32)

@@ -111,22 +111,27 @@ def noise_robustness(model: nn.Module, data: SequenceSplit, *,
 
 
 def sfmnist_protocol(name: str = "sfmnist_test", n: int | None = None, seed: int = 0,
-                     batch_size: int = 250) -> Protocol:
-    """Top-1 / NLL on the sFMNIST test split (all of it, or a fixed subset of ``n``)."""
+                     batch_size: int = 250, size: int = 28) -> Protocol:
+    """Top-1 / NLL on the sFMNIST test split (all of it, or a fixed subset of ``n``), images
+    ``size``×``size`` (28: the standard task; 14: 2×2-average-pooled, L = 196)."""
     @lru_cache(maxsize=1)
     def data() -> SequenceSplit:
-        return load_sfmnist("test", n=n, seed=seed)
+        return load_sfmnist("test", n=n, seed=seed, size=size)
 
     def run(model: nn.Module, device: torch.device) -> dict[str, float]:
         return classify(model, data(), device, batch_size)
 
     subset = "all 10,000 images" if n is None else f"a fixed subset of {n} (seed {seed})"
+    k = 28 // size
+    pool = "" if size == 28 else f"{k}×{k} average pooling (rounded to uint8), "
     return Protocol(
         name=name, dataset="fashion_mnist", split="test",
-        preprocessing="pixel/255, normalise mean=0.2860 std=0.3530, row-major pixel sequence "
-        "[N, 784, 1]", metrics=("top1", "nll"), higher_is_better=(True, False), run=run,
-        description=f"Sequential Fashion-MNIST (one pixel per step, L = 784), test split, "
-        f"{subset}; top-1 accuracy (%) and mean NLL.")
+        preprocessing=pool + "pixel/255, normalise mean=0.2860 std=0.3530, row-major pixel "
+        f"sequence [N, {size * size}, 1]", metrics=("top1", "nll"),
+        higher_is_better=(True, False), run=run,
+        description=f"Sequential Fashion-MNIST{'' if size == 28 else f' at {size}×{size}'} "
+        f"(one pixel per step, L = {size * size}), test split, {subset}; top-1 accuracy (%) "
+        "and mean NLL.")
 
 
 def listops_protocol(name: str = "listops_test", batch_size: int = 50,
@@ -180,5 +185,6 @@ def ptd_robustness_protocol(name: str = "ptd_robustness", n: int | None = PTD_SU
 
 
 SFMNIST_TEST = register_protocol(sfmnist_protocol())
+SFMNIST14_TEST = register_protocol(sfmnist_protocol("sfmnist14_test", size=14))
 LISTOPS_TEST_PROTOCOL = register_protocol(listops_protocol())
 PTD_ROBUSTNESS = register_protocol(ptd_robustness_protocol())

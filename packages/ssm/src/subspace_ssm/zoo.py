@@ -3,6 +3,8 @@
 Ids are ``ssm/<arch>_<size>.<task>``; the task fixes the input side of the classifier:
 
 * ``sfmnist``: sequential Fashion-MNIST, one pixel per step (L = 784), 10 classes.
+* ``sfmnist14``: the same images average-pooled to 14×14 (L = 196): the task the CPU-bound
+  selective-scan models (Mamba) train on within an hour.
 * ``listops``: ListOps token sequences, :data:`LISTOPS_VOCAB` tokens (0 = padding), 10 classes.
 
 Every builder takes keyword overrides of :class:`~subspace_ssm.classifier.SSMClassifier`
@@ -28,11 +30,13 @@ LISTOPS_VOCAB = 18
 #: evaluation protocols of each task (see :mod:`subspace_ssm.protocols`), default first.
 PROTOCOLS: dict[str, tuple[str, ...]] = {
     "sfmnist": ("sfmnist_test", "ptd_robustness"),
+    "sfmnist14": ("sfmnist14_test",),
     "listops": ("listops_test",),
 }
 
 TASKS: dict[str, dict[str, Any]] = {
     "sfmnist": {"n_classes": 10, "encoder": "linear", "d_input": 1},
+    "sfmnist14": {"n_classes": 10, "encoder": "linear", "d_input": 1},
     "listops": {"n_classes": 10, "encoder": "embedding", "vocab_size": LISTOPS_VOCAB},
 }
 
@@ -46,6 +50,7 @@ ARCHS: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {
     "s5_small": ("s5", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "legs"}),
     "s5_ptd_tiny": ("s5", {"d_model": 32, "n_layers": 4, "d_state": 32}, {"init": "ptd"}),
     "s5_ptd_small": ("s5", {"d_model": 64, "n_layers": 4, "d_state": 64}, {"init": "ptd"}),
+    "mamba_tiny": ("mamba", {"d_model": 32, "n_layers": 4, "d_state": 8}, {}),
     "mamba_small": ("mamba", {"d_model": 64, "n_layers": 4, "d_state": 16}, {}),
     # MHS on the 28×28 image behind the sequence: 2×2 patches (14×14 tokens), 3 heads with
     # the raster / snake / diagonal patterns (each with reversed routes), selective scans
@@ -58,7 +63,7 @@ _REGISTERED = [
     ("s4d_ptd_small", "sfmnist"), ("s4_small", "sfmnist"), ("s5_small", "sfmnist"),
     ("s5_ptd_small", "sfmnist"), ("s5_ptd_small", "listops"),
     ("mamba_small", "listops"), ("mhs_small", "sfmnist"),
-    ("s5_ptd_tiny", "sfmnist"), ("s4d_tiny", "listops"),
+    ("s5_ptd_tiny", "sfmnist"), ("s4d_tiny", "listops"), ("mamba_tiny", "sfmnist14"),
 ]
 
 

@@ -13,6 +13,7 @@ Data per task:
 
 * ``sfmnist``: the 60,000 Fashion-MNIST training images as normalised pixel sequences
   (L = 784), reshuffled each epoch.
+* ``sfmnist14``: the same images 2×2-average-pooled (L = 196), as ``sfmnist14_test`` scores.
 * ``listops``: ``n_train`` expressions from :func:`~subspace_ssm.data.listops.generate_listops`
   with LRA's settings and a seed disjoint from ``listops_test``'s. Batches are drawn from
   length buckets (examples sorted by length, cut into batches, the batch order shuffled each
@@ -74,6 +75,9 @@ PRESETS: dict[str, RecipeConfig] = {
     "ssm/s4d_tiny.listops": RecipeConfig(arch="s4d_tiny", task="listops", epochs=3,
                                          batch_size=32, lr=5e-3, lr_ssm=1e-3,
                                          n_train=20_000, warmup_steps=100),
+    # the selective scan's CPU path loops over time: Mamba trains on the L = 196 task
+    "ssm/mamba_tiny.sfmnist14": RecipeConfig(arch="mamba_tiny", task="sfmnist14", epochs=2,
+                                             lr=3e-3, lr_ssm=1e-3),
 }
 
 #: the smoke-test overrides of ``quick=True`` (a check of the path, not a reproduction).
@@ -105,12 +109,17 @@ def _training_data(cfg: RecipeConfig, progress: bool) -> SequenceSplit:
         # images stay uint8 [N, 28, 28] until batched: 47 MB instead of 188 MB of floats
         return SequenceSplit(torch.as_tensor(images).reshape(len(labels), -1),
                              torch.as_tensor(labels).long(), 10)
+    if cfg.task == "sfmnist14":
+        from subspace_ssm.data.sfmnist import load_sfmnist
+
+        data = load_sfmnist("train", size=14, progress=progress)
+        return data if cfg.train_subset is None else data.subset(slice(0, cfg.train_subset))
     if cfg.task == "listops":
         from subspace_ssm.data.listops import generate_listops
 
         return generate_listops(cfg.n_train, seed=LISTOPS_TRAIN_SEED,
                                 min_length=min(500, cfg.max_length), max_length=cfg.max_length)
-    raise ValueError(f"task: expected 'sfmnist' or 'listops', got {cfg.task!r}")
+    raise ValueError(f"task: expected 'sfmnist', 'sfmnist14' or 'listops', got {cfg.task!r}")
 
 
 def _batch_orders(cfg: RecipeConfig, data: SequenceSplit) -> list[list[torch.Tensor]]:
@@ -134,6 +143,8 @@ def _batch(cfg: RecipeConfig, data: SequenceSplit, idx: torch.Tensor):
     if cfg.task == "sfmnist":
         images = data.x[idx].reshape(len(idx), 28, 28)
         return images_to_sequences(images), data.y[idx], None
+    if cfg.task == "sfmnist14":
+        return data.x[idx], data.y[idx], None
     mask = data.mask[idx]
     width = int(mask.sum(1).max())
     return data.x[idx, :width], data.y[idx], mask[:, :width]
@@ -216,3 +227,8 @@ def train_s5_ptd_tiny_sfmnist(out_dir: str | Path, **kwargs) -> Path:
 def train_s4d_tiny_listops(out_dir: str | Path, **kwargs) -> Path:
     """Recipe of ``ssm/s4d_tiny.listops`` (see :data:`PRESETS`)."""
     return train(out_dir, model_id="ssm/s4d_tiny.listops", **kwargs)
+
+
+def train_mamba_tiny_sfmnist14(out_dir: str | Path, **kwargs) -> Path:
+    """Recipe of ``ssm/mamba_tiny.sfmnist14`` (see :data:`PRESETS`)."""
+    return train(out_dir, model_id="ssm/mamba_tiny.sfmnist14", **kwargs)
