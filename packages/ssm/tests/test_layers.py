@@ -110,6 +110,105 @@ def test_s4d_bad_inputs():
         S4D(4, 8, discretization="euler")
 
 
+def _s4d_powers_exact(ssm, exponents):
+    """``Ā^e`` for the given exponents ``[..., n]``: ``exp(e · log Ā)`` in float64 from the
+    layer's own discrete parameters (the unblocked formula)."""
+    log_a, Bb, C = (t.detach().to(torch.complex128) for t in ssm.discrete())
+    return log_a, Bb, C, torch.exp(log_a[..., None] * exponents.to(torch.float64))
+
+
+# long timescales (dt 1e-4: |Ā| within 5e-5 of 1, powers barely decay over 16k lags) as well
+# as the default range; every init and both discretisations
+@pytest.mark.parametrize("dt", [(1e-3, 1e-1), (1e-4, 1e-4)], ids=["dt-default", "dt-long"])
+@pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
+@pytest.mark.parametrize("init", ["legs", "inv", "lin", "real", "ptd"])
+def test_s4d_blocked_kernel_equals_exact_vandermonde(init, discretization, dt):
+    layer = S4D(4, 32, init=init, discretization=discretization, dt_min=dt[0], dt_max=dt[1])
+    for L in (1, 2, 17, 1000, 16384):
+        with torch.no_grad():
+            K = layer.ssm.kernel(L)
+        assert K.shape == (1, 4, L) and K.dtype == torch.float32
+        _, Bb, C, powers = _s4d_powers_exact(layer.ssm, torch.arange(L))
+        W = C * Bb
+        exact = 2 * torch.einsum("chm,hml->chl", W, powers).real
+        err = float((K.double() - exact).abs().max())
+        if init == "ptd":
+            # PTD's eigenbasis is ill-conditioned: the terms C_n B̄_n Ā_nˡ are ~10³–10⁴ × |K|
+            # and cancel, so float32 rounding of the terms alone (the unblocked float32
+            # formula included) exceeds 1e-4·max|K|; bound the error by the terms' scale
+            scale = float(2 * (W.abs()[..., None] * powers.abs()).sum(-2).max())
+            assert err <= 1e-6 * scale, (L, err / scale)
+        else:
+            assert err <= 1e-4 * float(exact.abs().max()), (L, err / float(exact.abs().max()))
+
+
+def test_s4d_blocked_kernel_gradients_equal_exact():
+    layer = S4D(3, 16, init="ptd", discretization="bilinear", bidirectional=True).double()
+    L = 300  # not a square: a partly used last block
+    w = torch.randn(2, 3, L, dtype=torch.float64)
+
+    def exact_kernel():
+        log_a, Bb, C = layer.ssm.discrete()
+        powers = torch.exp(log_a[..., None] * torch.arange(L, dtype=torch.float64))
+        return 2 * torch.einsum("chm,hml->chl", C * Bb, powers).real
+
+    grads = []
+    for kernel in (lambda: layer.ssm.kernel(L), exact_kernel):
+        layer.zero_grad()
+        (kernel() * w).sum().backward()
+        grads.append([p.grad.clone() for p in layer.ssm.parameters()])
+    for blocked, exact in zip(*grads, strict=True):
+        torch.testing.assert_close(blocked, exact, rtol=1e-9, atol=1e-9)
+
+
+def test_s4d_state_in_and_out_equal_exact_at_long_L():
+    layer = S4D(4, 16, init="lin", dt_min=1e-4, dt_max=1e-3)
+    L = 5000
+    u = torch.randn(2, L, 4)
+    lengths = torch.tensor([L, 3001])
+    x0 = torch.randn(2, 4, layer.ssm.n_modes, dtype=torch.complex64)
+    _, Bb, C, powers = _s4d_powers_exact(layer.ssm, torch.arange(L + 1))
+    # zero-input response 2·Re(Σ C Ā^{l+1} x0) and final state Ā^len x0 + B̄ Σ_k Ā^{len−1−k} u_k
+    log_a32, _, C32 = layer.ssm.discrete()
+    response = layer.ssm.state_to_output(x0, log_a32, C32[0], L)
+    exact = 2 * torch.einsum("hm,bhm,hml->bhl", C[0], x0.to(torch.complex128),
+                             powers[..., 1:]).real
+    assert float((response.detach() - exact).abs().max()) <= 1e-4 * float(exact.abs().max())
+    mask = torch.arange(L) < lengths[:, None]
+    state = layer.ssm.final_state((u * mask[..., None]).transpose(1, 2), x0, lengths).detach()
+    for i, n in enumerate(lengths.tolist()):
+        u_i = u[i, :n].T.to(torch.complex128)  # [H, n]
+        want = (Bb * torch.einsum("hk,hmk->hm", u_i, powers[..., :n].flip(-1))
+                + powers[..., n] * x0[i].to(torch.complex128))
+        assert float((state[i] - want).abs().max()) <= 1e-4 * float(want.abs().max())
+
+
+def test_s4d_step_cache_follows_the_parameters_and_gradients_flow():
+    layer = S4D(4, 8, init="inv")
+    u = torch.randn(2, 9, 4)
+    state = layer.default_state(2)
+    with torch.inference_mode():
+        layer.setup_step()
+        _rel_close(_run_steps(layer, u, state)[0], layer(u))
+    with torch.no_grad():  # a stale cache is never used
+        layer.ssm.log_dt.add_(0.5)
+        layer.ssm.B.mul_(2.0)
+        _rel_close(_run_steps(layer, u, state)[0], layer(u))
+    layer.load_state_dict(S4D(4, 8, init="inv", seed=1).state_dict())
+    with torch.no_grad():
+        _rel_close(_run_steps(layer, u, state)[0], layer(u))
+    # with gradients on, step discretises in the graph: same gradients as convolution mode
+    grads = []
+    for run in (lambda: _run_steps(layer, u, state)[0], lambda: layer(u)):
+        layer.zero_grad()
+        run().square().sum().backward()
+        grads.append([p.grad.clone() for p in layer.ssm.parameters()])
+    for rec, conv in zip(*grads, strict=True):
+        _rel_close(rec, conv)
+    with pytest.raises(RuntimeError, match="no recurrent mode"):
+        S4D(4, 8, bidirectional=True).setup_step()
+
+
 # --- S4 ----------------------------------------------------------------------------------------
 
 

@@ -1,6 +1,6 @@
 """The ssm plugin: registers the package's models, evaluation protocols and benchmarks."""
 
-from subspace_ssm import pretrained as _pretrained  # noqa: F401  ssm/s4d_tiny.sfmnist (shipped)
+from subspace_ssm import pretrained as _pretrained  # noqa: F401  shipped checkpoints
 from subspace_ssm import protocols as _protocols  # noqa: F401  sfmnist_test, listops_test, ptd_robustness
 from subspace_ssm import zoo as _zoo  # noqa: F401  ssm/<arch>_small.<task> entries
 from subspace_ssm.benchmarks import accuracy as _accuracy  # noqa: F401  ssm/accuracy benchmark

@@ -16,6 +16,12 @@ unrolls the recurrence into the kernel ``K_l = 2·Re(Σ_n C_n B̄_n Ā_nˡ)`` (a
 product) applied by FFT; :meth:`S4D.step` runs the same system one step at a time. The layer
 is the SSM, the skip D, GELU, and a GLU output projection, as in S4D's reference block.
 Inputs are ``[batch, L, d_model]``.
+
+The Vandermonde products are blocked (:func:`vandermonde`): with ``l = i + B·j`` and
+``B ≈ √L``, ``Āˡ = Āⁱ · Ā^{Bj}``, so two small power tables (``[H, M, B]`` and
+``[H, M, L/B]``, each entry computed directly from ``log Ā``, no repeated products) and one
+batched real matrix product give all L lags: ``O(H·M·√L)`` transcendental functions instead of
+``O(H·M·L)`` complex exponentials, and ``2·H·M·L`` multiply-adds in a BLAS matmul.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ from subspace_ssm.masks import check_mask, lengths_of, right_align
 from subspace_ssm.optim import mark_ssm_param
 from subspace_ssm.ptd import ptd_legs
 
-__all__ = ["DISCRETIZATIONS", "S4D", "S4DKernel", "discretize_diagonal"]
+__all__ = ["DISCRETIZATIONS", "S4D", "S4DKernel", "discretize_diagonal", "vandermonde",
+           "vandermonde_transpose"]
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 INITS = (*DIAGONAL_INITS, "ptd")
@@ -52,6 +59,69 @@ def discretize_diagonal(Lambda: torch.Tensor, dt: torch.Tensor, method: str
     if method == "bilinear":
         return torch.log((1 + dtA / 2) / (1 - dtA / 2)), dt / (1 - dtA / 2)
     raise ValueError(f"discretization: expected one of {DISCRETIZATIONS}, got {method!r}")
+
+
+def _blocks(L: int) -> tuple[int, int]:
+    """``(B, J)``: block size ``B = 2^⌈log₂(L)/2⌉ ≈ √L`` and ``J = ⌈L / B⌉`` blocks."""
+    B = 1 << ((max(L, 1) - 1).bit_length() + 1) // 2
+    return B, -(-L // B)
+
+
+def _power_table(log_a: torch.Tensor, n: int, stride: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(Re, Im)`` of ``Ā^(stride·i)`` for ``i < n``: real ``[..., M, n]`` tensors.
+
+    Each entry is ``exp(stride·i·Re log Ā)·(cos, sin)(stride·i·Im log Ā)``, computed directly
+    (no products of powers, so no rounding accumulates however close |Ā| is to 1). The phase
+    reaches 10³–10⁵ rad at long L; it is formed and reduced modulo 2π in float64 (float32
+    rounding of the large product alone would shift it by up to 10⁻²), the rest runs in the
+    parameters' dtype. Differentiable.
+    """
+    real, imag = log_a.real, log_a.imag
+    wide = torch.float32 if log_a.device.type == "mps" else torch.float64  # MPS: no float64
+    idx = torch.arange(n, device=log_a.device, dtype=wide) * stride
+    mag = torch.exp(real[..., None] * idx.to(real.dtype))
+    phase = torch.remainder(imag.to(wide)[..., None] * idx, 2 * math.pi).to(real.dtype)
+    return mag * torch.cos(phase), mag * torch.sin(phase)
+
+
+def vandermonde(weights: torch.Tensor, log_a: torch.Tensor, L: int) -> torch.Tensor:
+    """``2·Re(Σ_n W_n Ā_nˡ)`` for ``l < L``: real ``[..., H, L]``.
+
+    Args:
+        weights: complex ``W [..., H, M]`` (leading dims broadcast, e.g. channels or batch).
+        log_a: complex ``log Ā [H, M]``.
+        L: number of lags.
+
+    Blocked: ``l = i + B·j``, ``Re(W Āⁱ Ā^{Bj}) = [Re, −Im](Ā^{Bj}) · [Re, Im](W Āⁱ)``, one
+    batched real matmul ``[H, J, 2M] @ [..., H, 2M, B]``, whose ``[J, B]`` output read row by
+    row is the lag axis.
+    """
+    B, J = _blocks(L)
+    fine_re, fine_im = _power_table(log_a, B, 1)             # Āⁱ, [H, M, B]
+    coarse_re, coarse_im = _power_table(log_a, J, B)         # Ā^{Bj}, [H, M, J]
+    w_re, w_im = weights.real[..., None], weights.imag[..., None]
+    rows = torch.cat([w_re * fine_re - w_im * fine_im,
+                      w_re * fine_im + w_im * fine_re], -2)  # W Āⁱ, [..., H, 2M, B]
+    cols = torch.cat([coarse_re, -coarse_im], -2).transpose(-1, -2)  # [H, J, 2M]
+    return 2 * torch.matmul(cols, rows).flatten(-2)[..., :L]
+
+
+def vandermonde_transpose(v: torch.Tensor, log_a: torch.Tensor) -> torch.Tensor:
+    """``Σ_l v_l Ā_nˡ``: complex ``[..., H, M]`` for real ``v [..., H, L]`` and ``log Ā [H, M]``.
+
+    The transposed product of :func:`vandermonde`, blocked the same way: ``l = i + B·j``,
+    ``Σ_i Āⁱ Σ_j v_{i+Bj} Ā^{Bj}`` (the inner sum is one batched real matmul).
+    """
+    L = v.shape[-1]
+    B, J = _blocks(L)
+    fine_re, fine_im = _power_table(log_a, B, 1)             # [H, M, B]
+    coarse_re, coarse_im = _power_table(log_a, J, B)         # [H, M, J]
+    blocks = F.pad(v.to(fine_re.dtype), (0, B * J - L)).unflatten(-1, (J, B))  # [..., H, J, B]
+    inner_re, inner_im = torch.matmul(torch.cat([coarse_re, coarse_im], -2),
+                                      blocks).chunk(2, -2)   # [..., H, M, B] each
+    return torch.complex((fine_re * inner_re - fine_im * inner_im).sum(-1),
+                         (fine_re * inner_im + fine_im * inner_re).sum(-1))
 
 
 def _complex_param(t: torch.Tensor) -> nn.Parameter:
@@ -129,17 +199,16 @@ class S4DKernel(nn.Module):
         return log_a, b_factor * torch.view_as_complex(self.B), torch.view_as_complex(self.C)
 
     def kernel(self, L: int) -> torch.Tensor:
-        """Convolution kernel ``[channels, H, L]``: ``K_l = 2·Re(Σ_n C_n B̄_n Ā_nˡ)``."""
+        """Convolution kernel ``[channels, H, L]``: ``K_l = 2·Re(Σ_n C_n B̄_n Ā_nˡ)``
+        (blocked Vandermonde product, :func:`vandermonde`)."""
         log_a, Bb, C = self.discrete()
-        powers = torch.exp(log_a[..., None] * torch.arange(L, device=log_a.device))  # [H, M, L]
-        return 2 * torch.einsum("chm,hml->chl", C * Bb, powers).real
+        return vandermonde(C * Bb, log_a, L)
 
     def state_to_output(self, x: torch.Tensor, log_a: torch.Tensor, C: torch.Tensor,
                         L: int) -> torch.Tensor:
         """Zero-input response ``[batch, H, L]`` of the state ``x [batch, H, M]``:
         ``2·Re(Σ_n C_n Ā_n^{l+1} x_n)``."""
-        powers = torch.exp(log_a[..., None] * torch.arange(1, L + 1, device=log_a.device))
-        return 2 * torch.einsum("hm,bhm,hml->bhl", C, x, powers).real
+        return vandermonde(C * torch.exp(log_a) * x, log_a, L)
 
     def final_state(self, u: torch.Tensor, x0: torch.Tensor | None,
                     lengths: torch.Tensor | None) -> torch.Tensor:
@@ -153,8 +222,7 @@ class S4DKernel(nn.Module):
             lengths = torch.full((b,), L, device=u.device, dtype=torch.long)
         else:
             u = right_align(u, lengths)
-        powers = torch.exp(log_a[..., None] * torch.arange(L - 1, -1, -1, device=u.device))
-        x = Bb * torch.einsum("bhl,hml->bhm", u.to(powers.dtype), powers)
+        x = Bb * vandermonde_transpose(u.flip(-1), log_a)  # input k meets Ā^{L−1−k}
         if x0 is not None:
             x = x + torch.exp(log_a * lengths[:, None, None]) * x0
         return x
@@ -184,6 +252,8 @@ class S4D(nn.Module):
         self.D = nn.Parameter(torch.randn(d_model))
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(d_model, 2 * d_model)
+        # (key, (Ā, B̄, 2·C)): the discrete system of step(), see setup_step()
+        self._step_cache: tuple[tuple, tuple[torch.Tensor, ...]] | None = None
 
     def _post(self, y: torch.Tensor) -> torch.Tensor:
         # pointwise after the SSM: the same in convolution and recurrent mode
@@ -238,15 +308,53 @@ class S4D(nn.Module):
         return torch.zeros(batch, self.d_model, self.ssm.n_modes, dtype=torch.complex64,
                            device=device)
 
+    def _step_key(self) -> tuple:
+        # identifies the SSM parameters' current values: an in-place update (optimizer,
+        # load_state_dict, fill_) bumps a version counter, .to()/.double() moves the storage
+        ssm = self.ssm
+        return (ssm.discretization,
+                *((p.data_ptr(), p._version) for p in (ssm.log_dt, ssm.log_A_real,
+                                                        ssm.A_imag, ssm.B, ssm.C)))
+
+    def _discrete_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_a, Bb, C = self.ssm.discrete()
+        return torch.exp(log_a), Bb, 2 * C[0]
+
+    def setup_step(self) -> None:
+        """Discretise once for :meth:`step`: caches ``(Ā, B̄, 2·C)`` ``[d_model, M]``.
+
+        Optional: :meth:`step` calls it whenever the cache is missing or stale (an SSM
+        parameter was changed in place or moved), so the recurrence always uses the current
+        parameters. The cache holds constants (no autograd graph); when a gradient to the SSM
+        parameters is needed, :meth:`step` discretises afresh instead.
+        """
+        if self.bidirectional:
+            raise RuntimeError("setup_step: a bidirectional layer sees the future; it has no "
+                               "recurrent mode")
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable anywhere
+            self._step_cache = (self._step_key(), self._discrete_step())
+
+    def _step_system(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self.ssm.parameters()):
+            return self._discrete_step()  # in the autograd graph
+        if self._step_cache is None or self._step_cache[0] != self._step_key():
+            self.setup_step()
+        return self._step_cache[1]
+
     def step(self, u: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One recurrent step: ``u [batch, d_model]`` → ``(y [batch, d_model], new state)``."""
+        """One recurrent step: ``u [batch, d_model]`` → ``(y [batch, d_model], new state)``.
+
+        ``x ← Ā x + B̄ u``, ``y = 2·Re(C x) + D u``, then the output block, with the discrete
+        system cached by :meth:`setup_step` (recomputed only when the parameters change, or
+        every step while gradients flow to the SSM parameters).
+        """
         if self.bidirectional:
             raise RuntimeError("step: a bidirectional layer sees the future; it has no "
                                "recurrent mode")
         self._check_state(state, u.shape[0])
-        log_a, Bb, C = self.ssm.discrete()
-        state = torch.exp(log_a) * state + Bb * u[..., None]
-        y = 2 * (C[0] * state).sum(-1).real + self.D * u
+        a_bar, Bb, C2 = self._step_system()
+        state = a_bar * state + Bb * u[..., None]
+        y = torch.addcmul((C2 * state).sum(-1).real, self.D, u)
         return self._post(y), state
 
     def forward_recurrent(self, u: torch.Tensor, initial_state: torch.Tensor | None = None
