@@ -308,13 +308,16 @@ class S4D(nn.Module):
         return torch.zeros(batch, self.d_model, self.ssm.n_modes, dtype=torch.complex64,
                            device=device)
 
-    def _step_key(self) -> tuple:
+    def _step_key(self) -> tuple | None:
         # identifies the SSM parameters' current values: an in-place update (optimizer,
         # load_state_dict, fill_) bumps a version counter, .to()/.double() moves the storage
         ssm = self.ssm
-        return (ssm.discretization,
-                *((p.data_ptr(), p._version) for p in (ssm.log_dt, ssm.log_A_real,
-                                                        ssm.A_imag, ssm.B, ssm.C)))
+        try:
+            return (ssm.discretization,
+                    *((p.data_ptr(), p._version) for p in (ssm.log_dt, ssm.log_A_real,
+                                                            ssm.A_imag, ssm.B, ssm.C)))
+        except RuntimeError:  # parameters made under inference_mode keep no version counter
+            return None
 
     def _discrete_step(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         log_a, Bb, C = self.ssm.discrete()
@@ -337,7 +340,10 @@ class S4D(nn.Module):
     def _step_system(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if torch.is_grad_enabled() and any(p.requires_grad for p in self.ssm.parameters()):
             return self._discrete_step()  # in the autograd graph
-        if self._step_cache is None or self._step_cache[0] != self._step_key():
+        key = self._step_key()
+        if key is None:  # changes cannot be detected: never trust a cache
+            return self._discrete_step()
+        if self._step_cache is None or self._step_cache[0] != key:
             self.setup_step()
         return self._step_cache[1]
 
@@ -345,8 +351,9 @@ class S4D(nn.Module):
         """One recurrent step: ``u [batch, d_model]`` → ``(y [batch, d_model], new state)``.
 
         ``x ← Ā x + B̄ u``, ``y = 2·Re(C x) + D u``, then the output block, with the discrete
-        system cached by :meth:`setup_step` (recomputed only when the parameters change, or
-        every step while gradients flow to the SSM parameters).
+        system cached by :meth:`setup_step` (recomputed only when the parameters change; every
+        step while gradients flow to the SSM parameters or when the parameters were created
+        under ``torch.inference_mode``, which keeps no record of changes).
         """
         if self.bidirectional:
             raise RuntimeError("step: a bidirectional layer sees the future; it has no "
