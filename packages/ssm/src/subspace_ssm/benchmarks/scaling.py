@@ -8,7 +8,7 @@ The same :class:`~subspace_ssm.s4d.S4D` layer (ZOH, LegS init, seeded) maps the 
 * ``S4D conv``: the layer's forward — the kernel ``K_l = 2·Re(Σ_n C_n B̄_n Ā_nˡ)`` for all
   L lags, then an FFT convolution (O(L log L));
 * ``S4D recurrent``: the layer's recurrent API, :meth:`S4D.default_state` then
-  :meth:`S4D.step` once per position (each step steps and applies the pointwise
+  :meth:`S4D.step` once per position (discretisation cached by ``setup_step``; each step applies the pointwise
   output block to one position), outputs stacked;
 * ``naive loop``: a plain-torch loop over positions of the discretised diagonal recurrence
   ``x_t = Ā x_{t−1} + B̄ u_t``, ``y_t = 2·Re(Σ_n C_n x_t[n])`` with Ā, B̄ computed once,
