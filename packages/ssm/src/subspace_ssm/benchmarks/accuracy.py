@@ -2,7 +2,7 @@
 trained under the same protocol and budget on sequential Fashion-MNIST.
 
 Every family is trained by the same loop as ``ssm/ptd_robustness``
-(:func:`subspace_ssm.benchmarks.ptd.train_steps`): the same seed before building, the same
+(:func:`subspace_ssm.benchmarks.common.train_steps`): the same seed before building, the same
 batches (one seeded generator), the same number of AdamW steps, lr 1e-2 with the SSM
 parameters (:func:`~subspace_ssm.optim.ssm_param_groups`) at 1e-3 without weight decay,
 linear warm-up then cosine decay, on the same training subset of
@@ -44,44 +44,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
-from subspace_ssm.benchmarks.ptd import train_steps
-from subspace_ssm.classifier import SSMClassifier
+from subspace_ssm.benchmarks.common import TrainBudget, build_family, train_steps
 from subspace_ssm.data.sfmnist import load_sfmnist
-from subspace_ssm.mhs import MHSClassifier
 from subspace_ssm.protocols import classify
 
-__all__ = ["ACCURACY_BENCH", "AccuracyConfig", "build_model", "run_accuracy"]
+__all__ = ["ACCURACY_BENCH", "AccuracyConfig", "run_accuracy"]
 
 METHOD = "S4D"
 BASELINES = ("S4", "S5", "S5-PTD", "Mamba", "MHS")
-#: label → (kind, layer kwargs); "mhs" is the MHS image classifier.
-MODELS: dict[str, tuple[str, dict]] = {
-    "S4": ("s4", {}),
-    "S4D": ("s4d", {"init": "legs"}),
-    "S5": ("s5", {"init": "legs"}),
-    "S5-PTD": ("s5", {"init": "ptd"}),
-    "Mamba": ("mamba", {}),
-    "MHS": ("mhs", {}),
-}
 
 
-@dataclass(frozen=True)
-class AccuracyConfig:
-    size: int
-    train_n: int
-    test_n: int
-    steps: int
-    batch: int
-    d_model: int
-    n_layers: int
-    d_state: int
+@dataclass(frozen=True, kw_only=True)
+class AccuracyConfig(TrainBudget):
+    """:class:`~subspace_ssm.benchmarks.common.TrainBudget` plus the families to train."""
+
     models: tuple[str, ...] = (METHOD, *BASELINES)
-    lr: float = 1e-2
-    lr_ssm: float = 1e-3
-    seed: int = 0
 
 
 QUICK = AccuracyConfig(size=7, train_n=2000, test_n=500, steps=100, batch=32, d_model=32,
@@ -90,19 +69,6 @@ FULL = AccuracyConfig(size=14, train_n=20_000, test_n=2000, steps=400, batch=32,
                       n_layers=2, d_state=32)
 FULL_CUDA = AccuracyConfig(size=28, train_n=20_000, test_n=2000, steps=1000, batch=32,
                            d_model=32, n_layers=2, d_state=32)
-
-
-def build_model(label: str, cfg: AccuracyConfig) -> nn.Module:
-    """The classifier of family ``label`` (a key of :data:`MODELS`) at the sizes of ``cfg``."""
-    kind, layer_kwargs = MODELS[label]
-    if kind == "mhs":
-        patch = 2 if cfg.size % 2 == 0 else 1
-        return MHSClassifier(10, image_size=(cfg.size, cfg.size), patch=patch,
-                             d_model=max(cfg.d_model, 24), n_layers=max(1, cfg.n_layers // 2),
-                             n_heads=3, d_state=min(cfg.d_state, 16))
-    d_state = min(cfg.d_state, 16) if kind == "mamba" else cfg.d_state
-    return SSMClassifier(10, kind=kind, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                         d_state=d_state, layer_kwargs=layer_kwargs)
 
 
 def run_accuracy(ctx: BenchContext, cfg: AccuracyConfig | None = None) -> list[Measurement]:
@@ -116,7 +82,7 @@ def run_accuracy(ctx: BenchContext, cfg: AccuracyConfig | None = None) -> list[M
     rows: list[Measurement] = []
     for label in cfg.models:
         torch.manual_seed(cfg.seed)
-        model = build_model(label, cfg).to(ctx.device)
+        model = build_family(label, cfg).to(ctx.device)
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         sec = train_steps(model, train.x, train.y, cfg, ctx.device)  # type: ignore[arg-type]
         top1 = classify(model, test, ctx.device)["top1"]

@@ -25,55 +25,32 @@ are not the accuracies of long training runs.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
-from subspace_ssm.classifier import SSMClassifier
+from subspace_ssm.benchmarks.common import TrainBudget, build_family, train_steps
 from subspace_ssm.data.sfmnist import load_sfmnist
-from subspace_ssm.mhs import MHSClassifier
-from subspace_ssm.optim import ssm_param_groups
 from subspace_ssm.protocols import noise_robustness
 
-__all__ = ["PTD_ROBUSTNESS_BENCH", "BenchConfig", "build_model", "run_ptd_robustness",
-           "train_steps"]
+__all__ = ["MODELS", "PTD_ROBUSTNESS_BENCH", "BenchConfig", "run_ptd_robustness"]
 
 METHOD = "S4D-PTD"
 BASELINES = ("S4D-LegS", "S5-LegS", "S5-PTD")
 FULL_ONLY = ("S4", "Mamba", "MHS")
 #: label → (kind, layer kwargs); "mhs" is the MHS image classifier.
-MODELS: dict[str, tuple[str, dict]] = {
-    "S4D-PTD": ("s4d", {"init": "ptd"}),
-    "S4D-LegS": ("s4d", {"init": "legs"}),
-    "S5-LegS": ("s5", {"init": "legs"}),
-    "S5-PTD": ("s5", {"init": "ptd"}),
-    "S4": ("s4", {}),
-    "Mamba": ("mamba", {}),
-    "MHS": ("mhs", {}),
-}
+#: the families this benchmark trains (keys of :data:`~subspace_ssm.benchmarks.common.FAMILIES`).
+MODELS = ("S4D-PTD", "S4D-LegS", "S5-LegS", "S5-PTD", "S4", "Mamba", "MHS")
 
 
-@dataclass(frozen=True)
-class BenchConfig:
-    size: int
-    train_n: int
-    test_n: int
-    steps: int
-    batch: int
-    d_model: int
-    n_layers: int
-    d_state: int
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig(TrainBudget):
+    """:class:`~subspace_ssm.benchmarks.common.TrainBudget` plus the noise conditions."""
+
     amplitudes: tuple[float, ...]
     width: int
     models: tuple[str, ...]
-    lr: float = 1e-2
-    lr_ssm: float = 1e-3
-    seed: int = 0
 
 
 QUICK = BenchConfig(size=14, train_n=3000, test_n=500, steps=120, batch=32, d_model=16,
@@ -82,41 +59,6 @@ QUICK = BenchConfig(size=14, train_n=3000, test_n=500, steps=120, batch=32, d_mo
 FULL = BenchConfig(size=28, train_n=20_000, test_n=2000, steps=1000, batch=32, d_model=32,
                    n_layers=4, d_state=32, amplitudes=(0.25, 0.5, 1.0), width=16,
                    models=(METHOD, *BASELINES, *FULL_ONLY))
-
-
-def build_model(label: str, cfg: BenchConfig) -> nn.Module:
-    """The model ``label`` (a key of :data:`MODELS`) at the sizes of ``cfg``."""
-    kind, layer_kwargs = MODELS[label]
-    if kind == "mhs":
-        patch = 2 if cfg.size % 2 == 0 else 1
-        return MHSClassifier(10, image_size=(cfg.size, cfg.size), patch=patch,
-                             d_model=max(cfg.d_model, 24), n_layers=max(1, cfg.n_layers // 2),
-                             n_heads=3, d_state=min(cfg.d_state, 16))
-    d_state = min(cfg.d_state, 16) if kind == "mamba" else cfg.d_state
-    return SSMClassifier(10, kind=kind, d_model=cfg.d_model, n_layers=cfg.n_layers,
-                         d_state=d_state, layer_kwargs=layer_kwargs)
-
-
-def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: BenchConfig,
-                device: torch.device) -> float:
-    """Train ``cfg.steps`` AdamW steps on seeded batches; returns the mean seconds per step."""
-    opt = torch.optim.AdamW(ssm_param_groups(model, lr_ssm=cfg.lr_ssm, weight_decay=0.01),
-                            lr=cfg.lr)
-    base = [g["lr"] for g in opt.param_groups]
-    g = torch.Generator().manual_seed(cfg.seed)
-    model.train()
-    start = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = torch.randint(len(y), (cfg.batch,), generator=g)
-        warm = min(1.0, (step + 1) / max(1, cfg.steps // 10))
-        decay = 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
-        for group, lr in zip(opt.param_groups, base, strict=True):
-            group["lr"] = lr * warm * decay
-        loss = F.cross_entropy(model(x[idx].to(device)), y[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - start) / cfg.steps
 
 
 def run_ptd_robustness(ctx: BenchContext, cfg: BenchConfig | None = None) -> list[Measurement]:
@@ -128,7 +70,7 @@ def run_ptd_robustness(ctx: BenchContext, cfg: BenchConfig | None = None) -> lis
     rows: list[Measurement] = []
     for label in cfg.models:
         torch.manual_seed(cfg.seed)
-        model = build_model(label, cfg).to(ctx.device)
+        model = build_family(label, cfg).to(ctx.device)
         sec = train_steps(model, train.x, train.y, cfg, ctx.device)
         res = noise_robustness(model, test, amplitudes=cfg.amplitudes, bands=("low", "high"),
                                width=cfg.width, seed=cfg.seed, device=ctx.device)
