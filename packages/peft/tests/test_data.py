@@ -1,57 +1,22 @@
-import torch
+"""peft's data module: the core text datasets it re-exports (tested in the core, see
+``shared/core/tests/test_data_text.py``) and its own ``load_text`` over them."""
 
-from subspace_core.data import get_dataset, load_dataset
-from subspace_peft.data import (
-    EOS_ID,
-    MAX_BYTES,
-    VOCAB_SIZE,
-    decode_bytes,
-    encode_bytes,
-    lm_corpus,
-    load_lm_tokens,
-    load_text,
-)
+import subspace_core.data.datasets.text as core_text
+from subspace_core.data import get_dataset
+from subspace_peft import data
 
 
-def test_registered_with_hashes():
+def test_reexports_are_the_core_objects():
+    moved = ["EOS_ID", "LM_SPLITS", "MAX_BYTES", "NEWSGROUPS20", "ORANGE_TEXT_VERSION",
+             "REUTERS", "REUTERS_R52", "TEXT_CORPUS", "VOCAB_SIZE", "TextSplit",
+             "decode_bytes", "encode_bytes", "lm_corpus", "load_lm_tokens"]
+    for name in moved:
+        assert name in data.__all__
+        assert getattr(data, name) is getattr(core_text, name), name
     for name in ("newsgroups20", "reuters", "reuters_r52"):
-        spec = get_dataset(name)
-        assert len(spec.files) == 2 and all(len(f.sha256) == 64 for f in spec.files)
-    assert len(get_dataset("newsgroups20").classes) == 20
-    assert len(get_dataset("reuters").classes) == 8
-    assert len(get_dataset("reuters_r52").classes) == 52
+        assert get_dataset(name) is getattr(core_text, name.upper())
 
 
-def test_text_split_sizes():
-    sizes = {("newsgroups20", "train"): 11293, ("newsgroups20", "test"): 7528,
-             ("reuters", "train"): 5485, ("reuters", "test"): 2189}
-    for (name, split), n in sizes.items():
-        data = load_text(name, split)
-        assert len(data) == n == len(data.labels)
-        assert data.labels.min() >= 0 and data.labels.max() == len(data.classes) - 1
-        assert all(isinstance(t, str) and t for t in data.texts[:50])
-
-
-def test_registered_tensor_view():
-    split = load_dataset("reuters", "test", progress=False)
-    assert split.x.shape == (2189, MAX_BYTES) and split.x.dtype == torch.uint8
-    first = load_text("reuters", "test").texts[0].encode()[:MAX_BYTES]
-    assert bytes(split.x[0, : len(first)].tolist()) == first
-
-
-def test_lm_tokens():
-    val = load_lm_tokens("reuters", "validation")
-    docs = load_text("reuters", "test").texts
-    assert val.dtype == torch.int64 and val.dim() == 1
-    assert int(val.min()) >= 0 and int(val.max()) < VOCAB_SIZE
-    assert int((val == EOS_ID).sum()) == len(docs)
-    assert val.numel() == sum(len(d.encode()) + 1 for d in docs)
-    corpus = lm_corpus("validation")
-    assert corpus.numel() == 11_867_931
-    assert torch.equal(corpus[-val.numel():], val)
-
-
-def test_byte_roundtrip():
-    texts = ["hello world", "", "caf\u00e9"]
-    tokens = encode_bytes(texts)
-    assert decode_bytes(tokens) == texts
+def test_peft_registers_only_its_own_datasets():
+    assert get_dataset("rotten_tomatoes") is data.ROTTEN_TOMATOES
+    assert get_dataset("all_minilm_l6_v2") is data.ALL_MINILM_L6_V2

@@ -227,10 +227,7 @@ def test_retrieval_pairs_are_balanced_and_labelled_by_class():
 def test_byte_text_and_retrieval_from_the_registry():
     from subspace_ssm.data import load_byte_text, load_retrieval_pairs
 
-    try:
-        s = load_byte_text("reuters", "test", max_len=256, n=32, seed=0)
-    except LookupError as exc:
-        pytest.skip(str(exc))
+    s = load_byte_text("reuters", "test", max_len=256, n=32, seed=0)
     assert s.x.shape == (32, 256) and s.n_classes == 8 and int(s.x.max()) < 256
     lengths = s.mask.sum(1)
     assert torch.equal(s.mask, torch.arange(256)[None] < lengths[:, None])

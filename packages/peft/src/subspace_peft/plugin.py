@@ -1,6 +1,6 @@
 """The peft plugin: registers the package's datasets, models, protocols and benchmarks."""
 
-from subspace_peft import data as _data  # noqa: F401  newsgroups20, reuters, reuters_r52
+from subspace_peft import data as _data  # noqa: F401  rotten_tomatoes, all_minilm_l6_v2
 from subspace_peft import smollm2 as _smollm2  # noqa: F401  smollm2_135m_instruct weights
 from subspace_peft.benchmarks import finetuning as _finetuning  # noqa: F401  peft/minilm_sentiment
 from subspace_peft.benchmarks import measured_memory as _measured  # noqa: F401  peft/measured_memory

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
+from subspace_core.data.datasets.text import lm_corpus
 from subspace_core.io import atomic_path
-from subspace_peft.data import lm_corpus
 from subspace_peft.models.decoder import MicroDecoder
 from subspace_peft.models.perplexity import CONTEXT, NUM_WINDOWS, perplexity
 from subspace_peft.models.train import train_decoder

@@ -105,8 +105,8 @@ def _linear_grads(model: nn.Module, loss_fn, batches, pattern: str, label_of
 
 
 def _micro_decoder_grads(device: torch.device, layers: str):
+    from subspace_core.data.datasets.text import lm_corpus
     from subspace_core.zoo import load
-    from subspace_peft.data import lm_corpus
 
     model = load("peft/llama_micro.text_galore").float().to(device)
     tokens = lm_corpus("train")
@@ -125,7 +125,7 @@ def _micro_decoder_grads(device: torch.device, layers: str):
 
 
 def _smollm2_grads(device: torch.device):
-    from subspace_peft.data import load_text
+    from subspace_core.data.datasets.text import load_text
     from subspace_peft.smollm2 import load_smollm2
 
     model, tokenizer = load_smollm2(with_tokenizer=True)

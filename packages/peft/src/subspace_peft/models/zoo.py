@@ -7,9 +7,9 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from subspace_core.data.datasets.text import lm_corpus
 from subspace_core.eval import Protocol, register_protocol
 from subspace_core.zoo import register_model
-from subspace_peft.data import lm_corpus
 from subspace_peft.models.decoder import DecoderConfig, MicroDecoder
 from subspace_peft.models.perplexity import CONTEXT, NUM_WINDOWS, perplexity
 from subspace_peft.models.perplexity import __doc__ as _PPL_DOC

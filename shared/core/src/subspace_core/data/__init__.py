@@ -17,7 +17,13 @@ name               x (dtype, shape)       values                       train/tes
 ``fashion_mnist``  uint8 [N, 28, 28]      0..255                       60,000 / 10,000
 ``mnist_10k``      uint8 [N, 28, 28]      0..255                       9,000 / 1,000
 ``digits``         uint8 [N, 8, 8]        0..16                        1,437 / 360
+``newsgroups20``   uint8 [N, 4096]        UTF-8 bytes, 0 = padding     11,293 / 7,528
+``reuters``        uint8 [N, 4096]        UTF-8 bytes, 0 = padding     5,485 / 2,189
+``reuters_r52``    uint8 [N, 4096]        UTF-8 bytes, 0 = padding     6,532 / 2,568
 =================  =====================  ===========================  =========
+
+The text datasets (20 Newsgroups, Reuters R8/R52) also have string and byte-token views:
+:mod:`subspace_core.data.datasets.text`.
 
 ``y`` is always int64 ``[N]`` with labels in ``[0, len(classes))``.
 

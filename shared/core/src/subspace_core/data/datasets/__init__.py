@@ -3,5 +3,6 @@
 from subspace_core.data.datasets.digits import DIGITS
 from subspace_core.data.datasets.fashion_mnist import FASHION_MNIST
 from subspace_core.data.datasets.mnist import MNIST_10K
+from subspace_core.data.datasets.text import NEWSGROUPS20, REUTERS, REUTERS_R52
 
-__all__ = ["DIGITS", "FASHION_MNIST", "MNIST_10K"]
+__all__ = ["DIGITS", "FASHION_MNIST", "MNIST_10K", "NEWSGROUPS20", "REUTERS", "REUTERS_R52"]
