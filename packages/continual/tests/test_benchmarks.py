@@ -86,3 +86,27 @@ def test_class_incremental_benchmark_reports_the_nmc_sanity_row(tmp_path, monkey
     report = run_benchmark(SFMNIST_CLASS, ctx)
     rows = {(r["method"], r["metric"]): r["value"] for r in report.measurements}
     assert rows[(NMC_LABEL, "unavailable")] == 1.0 and (NMC_LABEL, "ACC") not in rows
+
+
+def test_power_law_benchmark_tiny(tmp_path):
+    """The benchmark on a tiny configuration: every method reports on the same schedule."""
+    from subspace_continual.benchmarks import POWER_LAW, run_power_law
+    from subspace_continual.harness import TrainConfig
+
+    assert "continual/power_law" in [b.name for b in list_benchmarks(["continual"])]
+    assert POWER_LAW.method == "GPM" and {"fine-tuning", "EWC", "ER"} <= set(POWER_LAW.baselines)
+    config = {"num_tasks": 3, "train_per_class": 10, "length": 7, "new_task_prob": 0.5,
+              "alpha": 1.0, "schedule_seed": 0,
+              "cfg": TrainConfig(epochs=1, batch_size=20, lr=0.05, hidden=(32, 32), seed=0)}
+    ctx = BenchContext(quick=True, device=torch.device("cpu"), out_dir=tmp_path)
+    methods = {"gpm": "GPM", "finetune": "fine-tuning", "ewc": "EWC", "er": "ER"}
+    rows = run_power_law(ctx, methods, config)
+    table = {(r.method, r.metric): r.value for r in rows}
+    for label in methods.values():
+        for metric in ("ACC", "session_ACC", "forgetting", "recurrence_gain", "train_wall"):
+            assert table[(label, metric)] == table[(label, metric)]  # present, not NaN
+        assert 0 <= table[(label, "ACC")] <= 100
+    assert len({r.case for r in rows}) == 1 and "revisits" in rows[0].case
+    assert (tmp_path / "continual_power_law.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(RuntimeError, match="not all"):
+        run_power_law(ctx, {"finetune": "fine-tuning"}, {**config, "length": 1})

@@ -127,3 +127,41 @@ def test_power_law_recurrence_environment():
     assert torch.equal(again.A, result.A)
     with pytest.raises(ValueError, match="schedule"):
         run_schedule(Strategy(), scenario, [0, 3], cfg)
+
+
+def test_recurring_task_ewc_keeps_one_penalty_per_task_and_replay_stores_once():
+    """On a revisit EWC trains without the task's own penalty and replaces its Fisher/anchor
+    (summing per session grew A without bound); ER stores a task's examples once."""
+    from subspace_continual.baselines import ExperienceReplay
+    from subspace_continual.harness import run_schedule
+
+    scenario = synthetic("domain")
+    cfg = TrainConfig(epochs=1, batch_size=10, lr=0.1, hidden=(16, 16))
+    ewc = EWC(lam=10.0, fisher_samples=40)
+    schedule = [0, 1, 0, 0, 2, 0]
+    result = run_schedule(ewc, scenario, schedule, cfg)
+    assert sorted(ewc.fisher) == [0, 1, 2] and result.recurrence_gain is not None
+    for n, a in ewc.A.items():
+        assert torch.equal(a, ewc.fisher[0][n] + ewc.fisher[1][n] + ewc.fisher[2][n])
+    seen = []
+    ewc2 = EWC(lam=10.0, fisher_samples=40)
+    original = ewc2.before_task
+
+    def spy(task, optimizer):
+        original(task, optimizer)
+        seen.append((task.task_id, float(sum(a.sum() for a in ewc2.A.values()))))
+
+    ewc2.before_task = spy
+    run_schedule(ewc2, scenario, [0, 1, 0], cfg)
+    # before the revisit of task 0 only task 1's Fisher is in A
+    assert seen[2][0] == 0
+    assert seen[2][1] == pytest.approx(float(sum(f.sum() for f in ewc2.fisher[1].values())))
+    # state round trip
+    clone = EWC(lam=10.0, fisher_samples=40)
+    clone.setup(ewc.model, scenario, cfg)
+    clone.load_state_dict(ewc.state_dict())
+    assert all(torch.equal(clone.A[n], ewc.A[n]) and torch.equal(clone.B[n], ewc.B[n])
+               for n in ewc.A)
+    er = ExperienceReplay(per_task=7)
+    run_schedule(er, scenario, schedule, cfg)
+    assert len(er.memory) == 21 and sorted(er.memory.task.unique().tolist()) == [0, 1, 2]

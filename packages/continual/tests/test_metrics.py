@@ -105,3 +105,23 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError, match="test_sizes"):
         to_avalanche(R, test_sizes=[1, 2])
     assert math.isfinite(forgetting(R, k=2))
+
+
+def test_schedule_metrics_hand_computed():
+    from subspace_continual.metrics import recurrence_gain, schedule_forgetting
+
+    schedule = [0, 1, 0, 2]
+    A = [[80.0, 10.0, 10.0],
+         [60.0, 90.0, 10.0],
+         [85.0, 70.0, 12.0],
+         [75.0, 65.0, 95.0]]
+    # task 0: max(80, 60, 85) - 75 = 10; task 1: max(90, 70) - 65 = 25; task 2 first seen last
+    assert schedule_forgetting(A, schedule) == pytest.approx(17.5)
+    # one revisit (session 2, task 0): 85 - 60
+    assert recurrence_gain(A, schedule) == pytest.approx(25.0)
+    assert recurrence_gain(A[:2], schedule[:2]) is None  # no recurrence
+    assert schedule_forgetting(A[:1], schedule[:1]) is None  # nothing seen before the last
+    with pytest.raises(ValueError, match="schedule"):
+        schedule_forgetting(A, [0, 1, 3, 2])
+    with pytest.raises(ValueError, match="A"):
+        recurrence_gain(A, schedule[:3])

@@ -5,8 +5,14 @@ base :class:`~subspace_continual.harness.Strategy`).
   ``F_t = E[(∂ log p(y|x) / ∂θ)²]`` (per-example gradients at the true labels, computed with
   ``torch.func``) and the weights ``θ_t*`` are stored; later tasks minimise
   ``L + (λ/2) Σ_t Σ_i F_t,i (θ_i − θ*_t,i)²``. Only ``A = Σ_t F_t`` and ``B = Σ_t F_t θ_t*`` are
-  kept: the penalty equals ``(λ/2) Σ_i (A_i θ_i² − 2 B_i θ_i)`` up to a constant.
-* **Experience replay**: ``per_task`` random examples of every finished task are stored;
+  kept for training: the penalty equals ``(λ/2) Σ_i (A_i θ_i² − 2 B_i θ_i)`` up to a constant.
+  One penalty per distinct task: when a task recurs (a schedule with recurrences,
+  :func:`~subspace_continual.harness.run_schedule`) its own penalty is left out while it trains
+  again, and its Fisher and anchor are replaced afterwards (summing them per session instead
+  made ``A`` grow with every revisit until SGD on the penalty diverged: non-finite weights after
+  20 sessions of 5 Permuted-MNIST tasks at lr 0.03, λ = 10).
+* **Experience replay**: ``per_task`` random examples of every finished task are stored
+  (once per task: a recurring task is not stored again);
   each step adds a replay mini-batch (same size as the current one) drawn uniformly from the
   buffer; the loss is the mean over the concatenated batch.
 * **A-GEM** (Chaudhry et al., ICLR 2019): with ``g`` the current gradient and ``g_ref`` the
@@ -38,7 +44,8 @@ __all__ = ["AGEM", "EWC", "EpisodicMemory", "ExperienceReplay", "NMCBaseline"]
 
 
 class EpisodicMemory:
-    """``per_task`` examples of every finished task: ``x`` [M, D], ``y`` [M], ``task`` [M]."""
+    """``per_task`` examples of every finished task: ``x`` [M, D], ``y`` [M], ``task`` [M].
+    :meth:`add` stores a task once; adding a task already stored (a recurrence) does nothing."""
 
     def __init__(self, per_task: int, seed: int = 0):
         if isinstance(per_task, bool) or not isinstance(per_task, int) or per_task < 1:
@@ -53,6 +60,8 @@ class EpisodicMemory:
         return len(self.y)
 
     def add(self, task: Task) -> None:
+        if bool((self.task == task.task_id).any()):
+            return
         g = torch.Generator().manual_seed(self.seed * 1000 + 700 + task.task_id)
         idx = torch.randperm(len(task.y_train), generator=g)[: self.per_task]
         x, y = task.x_train[idx], task.y_train[idx]
@@ -110,10 +119,27 @@ class EWC(Strategy):
         self.lam, self.fisher_samples = float(lam), int(fisher_samples)
         self.A: dict[str, torch.Tensor] = {}
         self.B: dict[str, torch.Tensor] = {}
+        self.fisher: dict[int, dict[str, torch.Tensor]] = {}
+        self.anchor: dict[int, dict[str, torch.Tensor]] = {}
 
     def setup(self, model, scenario, cfg) -> None:
         super().setup(model, scenario, cfg)
+        self.A, self.B, self.fisher, self.anchor = {}, {}, {}, {}
+
+    def _sum_penalties(self, skip: int | None = None) -> None:
+        """``A = Σ_t F_t``, ``B = Σ_t F_t θ_t*`` over the stored tasks (in id order) but
+        ``skip``."""
         self.A, self.B = {}, {}
+        for t in sorted(self.fisher):
+            if t == skip:
+                continue
+            for n, f in self.fisher[t].items():
+                self.A[n] = self.A.get(n, torch.zeros_like(f)) + f
+                self.B[n] = self.B.get(n, torch.zeros_like(f)) + f * self.anchor[t][n]
+
+    def before_task(self, task: Task, optimizer: torch.optim.Optimizer) -> None:
+        if task.task_id in self.fisher:  # a recurrence: train without the task's own penalty
+            self._sum_penalties(skip=task.task_id)
 
     def training_loss(self, model, x, y, task_id):
         loss = super().training_loss(model, x, y, task_id)
@@ -141,22 +167,30 @@ class EWC(Strategy):
                                                                task.y_train[chunk])
             for n in fisher:
                 fisher[n] += grads[n].square().sum(0)
-        for n, f in fisher.items():
+        for f in fisher.values():
             f /= len(idx)
-            self.A[n] = self.A.get(n, torch.zeros_like(f)) + f
-            self.B[n] = self.B.get(n, torch.zeros_like(f)) + f * params[n]
+        self.fisher[task.task_id] = fisher
+        self.anchor[task.task_id] = {n: p.clone() for n, p in params.items()}
+        self._sum_penalties()
 
     def info(self) -> dict[str, Any]:
         return {"lambda": self.lam, "fisher_samples": self.fisher_samples}
 
     def state_dict(self) -> dict[str, Any]:
-        """``A.<param>`` (summed Fisher) and ``B.<param>`` (summed Fisher × θ*)."""
-        return {**{f"A.{n}": a for n, a in self.A.items()},
-                **{f"B.{n}": b for n, b in self.B.items()}}
+        """``fisher.<task>.<param>`` and ``anchor.<task>.<param>`` (θ*) per stored task."""
+        return {**{f"fisher.{t}.{n}": f for t, d in self.fisher.items() for n, f in d.items()},
+                **{f"anchor.{t}.{n}": a for t, d in self.anchor.items() for n, a in d.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.A = {k[2:]: v for k, v in state.items() if k.startswith("A.")}
-        self.B = {k[2:]: v for k, v in state.items() if k.startswith("B.")}
+        stores: dict[str, dict[int, dict[str, torch.Tensor]]] = {"fisher": {}, "anchor": {}}
+        for key, value in state.items():
+            kind, t, n = key.split(".", 2)
+            if kind not in stores:
+                raise ValueError(f"state: unexpected EWC key {key!r} (expected fisher.<task>."
+                                 "<param> or anchor.<task>.<param>)")
+            stores[kind].setdefault(int(t), {})[n] = value
+        self.fisher, self.anchor = stores["fisher"], stores["anchor"]
+        self._sum_penalties()
 
 
 class ExperienceReplay(Strategy):

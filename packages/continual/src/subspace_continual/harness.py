@@ -34,7 +34,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from subspace_continual.data import Scenario, Task
-from subspace_continual.metrics import ContinualMetrics, summarize
+from subspace_continual.metrics import (
+    ContinualMetrics,
+    recurrence_gain,
+    schedule_forgetting,
+    summarize,
+)
 from subspace_continual.models import MultiHeadMLP
 
 __all__ = [
@@ -313,6 +318,10 @@ class ScheduleResult:
         final_seen_acc: ``seen_acc[-1]``; mean_seen_acc: the mean of ``seen_acc`` over sessions
             (area under the curve: how well seen tasks are kept all along).
         seconds, info, model: as :class:`ContinualResult`.
+        forgetting: :func:`~subspace_continual.metrics.schedule_forgetting` of ``A`` (None
+            when no task was seen before the last session).
+        recurrence_gain: :func:`~subspace_continual.metrics.recurrence_gain` (None without
+            recurrences).
     """
 
     method: str
@@ -325,11 +334,14 @@ class ScheduleResult:
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    forgetting: float | None = None
+    recurrence_gain: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "scenario": self.scenario, "schedule": self.schedule,
                 "A": self.A.tolist(), "seen_acc": self.seen_acc.tolist(),
                 "final_seen_acc": self.final_seen_acc, "mean_seen_acc": self.mean_seen_acc,
+                "forgetting": self.forgetting, "recurrence_gain": self.recurrence_gain,
                 "seconds": self.seconds, "info": self.info}
 
 
@@ -344,6 +356,24 @@ def run_schedule(strategy: Strategy, scenario: Scenario, schedule: Sequence[int]
     The ``k``-th session of task ``t`` (``k = 0, 1, ...``) orders its batches with a generator
     seeded ``cfg.seed·1000 + t + 100000·k``, so a schedule without recurrences
     (``[0, 1, ..., T-1]``) is exactly :func:`run_sequence` (``A`` equals its ``R``).
+
+    A recurrence is one more ordinary session: the harness calls the same hooks with the same
+    :class:`~subspace_continual.data.Task` again, so what a revisit does is the strategy's own
+    behaviour:
+
+    * fine-tuning trains the task again without constraint;
+    * :class:`~subspace_continual.gpm.GPM` (and :class:`~subspace_continual.hlop.HLOP`) keep
+      projecting on the complement of *all* stored bases, including the recurring task's own
+      directions (the bases are one union, not per task): a revisit can only change a
+      layer along directions that hold at most ``1 − threshold`` of the task's input energy,
+      so it cannot re-train the task inside its protected subspace; after the session the
+      energy criterion adds only what the basis still misses (``captured_before`` in
+      ``GPM.history`` is the fraction already captured);
+    * :class:`~subspace_continual.baselines.EWC` keeps one penalty per distinct task: a
+      revisited task's own penalty is left out while it trains and its Fisher and anchor are
+      replaced after the session;
+    * :class:`~subspace_continual.baselines.ExperienceReplay` and
+      :class:`~subspace_continual.baselines.AGEM` store a task's examples once (first visit).
     """
     cfg = cfg or TrainConfig()
     schedule = [int(t) for t in schedule]
@@ -369,7 +399,9 @@ def run_schedule(strategy: Strategy, scenario: Scenario, schedule: Sequence[int]
                 f"{float(seen_acc[s]):.1f}")
     return ScheduleResult(strategy.name, scenario.name, schedule, A, seen_acc,
                           float(seen_acc[-1]), float(seen_acc.mean()),
-                          time.perf_counter() - start, strategy.info(), model=model)
+                          time.perf_counter() - start, strategy.info(), model=model,
+                          forgetting=schedule_forgetting(A, schedule),
+                          recurrence_gain=recurrence_gain(A, schedule))
 
 
 def make_strategy(name: str, **kwargs: Any) -> Strategy:

@@ -33,6 +33,18 @@ over test examples (not a mean over tasks), and reports *forgetting* as
 ``initial − last`` averaged over experiences seen before the last one, i.e.
 ``StreamForgetting = −BWT`` (GEM); its ``StreamBWT`` is ``−StreamForgetting``. See
 :func:`to_avalanche` and :func:`from_avalanche_forgetting`.
+
+**Schedules with recurrences** (:func:`~subspace_continual.harness.run_schedule`): ``L``
+training sessions, session ``s`` trains task ``schedule[s]`` (a task may come back), and
+``A`` [L, T] holds ``A[s, j]`` = accuracy on task ``j`` after session ``s``. ``first_j`` is the
+first session of task ``j``.
+
+* **Schedule forgetting** (:func:`schedule_forgetting`, Chaudhry's definition over sessions):
+  for every task first seen before the last session, ``max_{first_j <= s <= L-2} A[s, j] −
+  A[L-1, j]``, averaged over those tasks.
+* **Recurrence gain** (:func:`recurrence_gain`): for every session ``s`` whose task ``t`` was
+  seen before (a revisit), ``A[s, t] − A[s-1, t]``, averaged over revisits: what training
+  a task again buys.
 """
 
 from __future__ import annotations
@@ -54,6 +66,8 @@ __all__ = [
     "forward_transfer",
     "from_avalanche_forgetting",
     "learning_accuracy",
+    "recurrence_gain",
+    "schedule_forgetting",
     "summarize",
     "to_avalanche",
 ]
@@ -156,6 +170,54 @@ def forward_transfer(R: object, b: object) -> float:
         raise ValueError("R, b: FWT needs finite R[j-1, j] and b[j] for j >= 1 (evaluate every "
                          "task after each training task)")
     return float((above - bt[1:]).mean())
+
+
+def _schedule_matrix(A: object, schedule: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
+    t = torch.as_tensor(A, dtype=torch.float64).detach().cpu()
+    sched = [int(v) for v in schedule]
+    if t.ndim != 2 or t.shape[0] != len(sched) or t.shape[0] == 0:
+        raise ValueError(f"A: expected [L, T] with L = len(schedule) = {len(sched)} >= 1, got "
+                         f"shape {tuple(t.shape)}")
+    if any(not 0 <= v < t.shape[1] for v in sched):
+        raise ValueError(f"schedule: expected task ids in [0, {t.shape[1]}), got {sched[:20]}")
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("A: expected finite accuracies (every task evaluated after every "
+                         "session)")
+    return t, sched
+
+
+def schedule_forgetting(A: object, schedule: Sequence[int]) -> float | None:
+    """Forgetting over a schedule with recurrences (see module doc): the mean over tasks first
+    seen before the last session of ``max_{first_j <= s <= L-2} A[s, j] − A[L-1, j]``.
+
+    Args:
+        A: [L, T] accuracies after each session.
+        schedule: the ``L`` task ids trained.
+
+    Returns:
+        the average forgetting, or None when no task was seen before the last session.
+    """
+    A, sched = _schedule_matrix(A, schedule)
+    L = len(sched)
+    first: dict[int, int] = {}
+    for s, t in enumerate(sched):
+        first.setdefault(t, s)
+    drops = [float(A[f:L - 1, j].max() - A[L - 1, j]) for j, f in sorted(first.items())
+             if f < L - 1]
+    return sum(drops) / len(drops) if drops else None
+
+
+def recurrence_gain(A: object, schedule: Sequence[int]) -> float | None:
+    """Mean of ``A[s, t] − A[s-1, t]`` over the sessions ``s`` that train a task ``t`` seen
+    in an earlier session (see module doc); None without recurrences."""
+    A, sched = _schedule_matrix(A, schedule)
+    seen: set[int] = set()
+    gains = []
+    for s, t in enumerate(sched):
+        if t in seen:
+            gains.append(float(A[s, t] - A[s - 1, t]))
+        seen.add(t)
+    return sum(gains) / len(gains) if gains else None
 
 
 @dataclass(frozen=True)
