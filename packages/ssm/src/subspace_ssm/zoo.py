@@ -63,7 +63,7 @@ _REGISTERED = [
     ("s4d_ptd_small", "sfmnist"), ("s4_small", "sfmnist"), ("s5_small", "sfmnist"),
     ("s5_ptd_small", "sfmnist"), ("s5_ptd_small", "listops"),
     ("mamba_small", "listops"), ("mhs_small", "sfmnist"),
-    ("s4d_tiny", "listops"), ("mamba_tiny", "sfmnist14"),
+    ("s4d_tiny", "listops"),
 ]
 
 
