@@ -8,6 +8,7 @@ import torch
 from subspace_core.zoo import create_model, get_model_entry, list_models
 from subspace_ssm import S4D, Mamba, SSMClassifier, ssm_param_groups
 from subspace_ssm.optim import is_ssm_param
+from subspace_ssm.pretrained import SHIPPED
 
 
 def test_ssm_param_groups_separate_ssm_parameters():
@@ -99,9 +100,8 @@ def test_zoo_entries_build_and_run():
             "ssm/s4_small.sfmnist", "ssm/mhs_small.sfmnist", "ssm/s4d_tiny.sfmnist"} <= set(ids)
     for model_id in ids:
         entry = get_model_entry(model_id)
-        assert entry.protocols[0] in ("sfmnist_test", "listops_test")
-        if model_id != "ssm/s4d_tiny.sfmnist":  # the only shipped checkpoint
-            assert not entry.has_pretrained
+        assert entry.protocols[0] in ("sfmnist_test", "sfmnist14_test", "listops_test")
+        assert entry.has_pretrained == (model_id in SHIPPED)
         assert entry.has_pretrained or "No weights shipped yet" in entry.description
     m = create_model("ssm/s4d_small.sfmnist", n_layers=1)
     assert m(torch.randn(2, 20, 1)).shape == (2, 10)
@@ -109,7 +109,9 @@ def test_zoo_entries_build_and_run():
     assert m(torch.randint(0, 18, (2, 12))).shape == (2, 10)
     m = create_model("ssm/mhs_small.sfmnist", n_layers=1, d_model=12, d_state=4)
     assert m(torch.randn(2, 784, 1)).shape == (2, 10)
-    assert sum(p.numel() for p in create_model("ssm/s4d_tiny.sfmnist").parameters()) == 21_706
+    for model_id, shipped in SHIPPED.items():
+        model = create_model(model_id)
+        assert sum(p.numel() for p in model.parameters()) == shipped["num_params"]
     assert sum(p.numel() for p in create_model("ssm/s5_ptd_small.sfmnist").parameters()) * 4 \
         <= 5 * 1024 * 1024
 
