@@ -69,7 +69,7 @@ class RecipeConfig:
 
 #: the shipped runs' settings, by model id.
 PRESETS: dict[str, RecipeConfig] = {
-    "ssm/s4d_tiny.sfmnist": RecipeConfig(arch="s4d_tiny", task="sfmnist"),
+    "ssm/s4d_tiny.sfmnist": RecipeConfig(arch="s4d_tiny", task="sfmnist", epochs=4),
     # S5 costs ~1.6x S4D per step on CPU (MIMO kernel): one epoch fits the hour
     "ssm/s5_ptd_tiny.sfmnist": RecipeConfig(arch="s5_ptd_tiny", task="sfmnist", epochs=1),
     "ssm/s4d_tiny.listops": RecipeConfig(arch="s4d_tiny", task="listops", epochs=3,
