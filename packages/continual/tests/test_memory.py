@@ -215,3 +215,19 @@ def test_state_dict_roundtrip_and_errors():
         memory.attach(torch.optim.SGD(model[0].parameters(), lr=0.1))
     with pytest.raises(ValueError, match="grouped"):
         SubspaceMemory(nn.Sequential(nn.Conv2d(4, 4, 3, groups=2)))
+
+
+def test_protected_thresholds_and_auto_projection_mode():
+    from subspace_continual.gpm import PMNIST_THRESHOLDS, projection_mode, protected_thresholds
+
+    layers = ["fc1", "fc2", "fc3"]
+    assert protected_thresholds(None, layers) == dict(zip(layers, PMNIST_THRESHOLDS, strict=True))
+    assert protected_thresholds(None, ["a", "b"]) == {"a": 0.97, "b": 0.97}
+    assert protected_thresholds(0.9, ["a"]) == {"a": 0.9}
+    with pytest.raises(ValueError, match="expected 3 values"):
+        protected_thresholds([0.9, 0.9], layers)
+    w = torch.nn.Parameter(torch.zeros(2))
+    assert projection_mode("auto", torch.optim.SGD([w], lr=0.1)) == "gradient"
+    assert projection_mode("auto", torch.optim.SGD([w], lr=0.1, weight_decay=1e-4)) == "update"
+    assert projection_mode("auto", torch.optim.Adam([w])) == "update"
+    assert projection_mode("gradient", torch.optim.Adam([w])) == "gradient"

@@ -24,10 +24,36 @@ from subspace_continual.harness import Strategy, TrainConfig
 from subspace_continual.memory import ProjectionHandle, SubspaceMemory
 from subspace_continual.models import MultiHeadMLP
 
-__all__ = ["GPM", "PMNIST_THRESHOLDS"]
+__all__ = ["GPM", "PMNIST_THRESHOLDS", "projection_mode", "protected_thresholds"]
 
 #: GPM's Permuted-MNIST thresholds for the inputs of fc1, fc2, fc3.
 PMNIST_THRESHOLDS = (0.95, 0.99, 0.99)
+
+
+
+def protected_thresholds(threshold: float | Sequence[float] | None,
+                         layers: Sequence[str]) -> dict[str, float]:
+    """Energy threshold per protected layer: one value for all, one per layer, or None for
+    the GPM paper's Permuted-MNIST values (:data:`PMNIST_THRESHOLDS`) where the layer count
+    matches, else 0.97."""
+    if threshold is None:
+        threshold = PMNIST_THRESHOLDS if len(layers) == len(PMNIST_THRESHOLDS) else 0.97
+    if isinstance(threshold, (int, float)):
+        return dict.fromkeys(layers, float(threshold))
+    if len(threshold) != len(layers):
+        raise ValueError(f"threshold: expected {len(layers)} values (one per protected layer "
+                         f"{list(layers)}), got {len(threshold)}")
+    return dict(zip(layers, (float(v) for v in threshold), strict=True))
+
+
+def projection_mode(mode: str, optimizer: torch.optim.Optimizer) -> str:
+    """``mode``, with ``"auto"`` resolved: project gradients for plain SGD without weight
+    decay (the same thing as projecting its update), else project the optimizer's update."""
+    if mode != "auto":
+        return mode
+    plain_sgd = type(optimizer) is torch.optim.SGD and all(
+        g.get("weight_decay", 0) == 0 for g in optimizer.param_groups)
+    return "gradient" if plain_sgd else "update"
 
 
 class GPM(Strategy):
@@ -58,28 +84,14 @@ class GPM(Strategy):
     def setup(self, model: MultiHeadMLP, scenario: Scenario, cfg: TrainConfig) -> None:
         super().setup(model, scenario, cfg)
         layers = model.trunk_layers() + ([] if model.multi_head else ["heads.0"])
-        t = self.threshold
-        if t is None:
-            t = PMNIST_THRESHOLDS if len(layers) == len(PMNIST_THRESHOLDS) else 0.97
-        if isinstance(t, (int, float)):
-            thresholds = dict.fromkeys(layers, float(t))
-        else:
-            if len(t) != len(layers):
-                raise ValueError(f"threshold: expected {len(layers)} values (one per protected "
-                                 f"layer {layers}), got {len(t)}")
-            thresholds = dict(zip(layers, (float(v) for v in t), strict=True))
+        thresholds = protected_thresholds(self.threshold, layers)
         self.memory = SubspaceMemory(model, layers, threshold=thresholds)
         self.history = []
 
     def before_task(self, task: Task, optimizer: torch.optim.Optimizer) -> None:
         if self.memory.is_empty():
             return
-        mode = self.mode
-        if mode == "auto":
-            plain_sgd = type(optimizer) is torch.optim.SGD and all(
-                g.get("weight_decay", 0) == 0 for g in optimizer.param_groups)
-            mode = "gradient" if plain_sgd else "update"
-        self._handle = self.memory.attach(optimizer, mode=mode)
+        self._handle = self.memory.attach(optimizer, mode=projection_mode(self.mode, optimizer))
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, task: Task) -> None:

@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from subspace_continual.data import Scenario, Task
+from subspace_continual.gpm import projection_mode, protected_thresholds
 from subspace_continual.harness import Strategy, TrainConfig
 from subspace_continual.memory import ProjectionHandle, SubspaceMemory, layer_inputs
 from subspace_continual.models import MultiHeadMLP
@@ -242,19 +243,9 @@ class HLOP(Strategy):
         self.history: list[dict[str, Any]] = []
 
     def setup(self, model: MultiHeadMLP, scenario: Scenario, cfg: TrainConfig) -> None:
-        from subspace_continual.gpm import PMNIST_THRESHOLDS
-
         super().setup(model, scenario, cfg)
         layers = model.trunk_layers() + ([] if model.multi_head else ["heads.0"])
-        t = self.threshold
-        if t is None:
-            t = PMNIST_THRESHOLDS if len(layers) == len(PMNIST_THRESHOLDS) else 0.97
-        if isinstance(t, (int, float)):
-            t = [float(t)] * len(layers)
-        if len(t) != len(layers):
-            raise ValueError(f"threshold: expected {len(layers)} values (one per protected layer "
-                             f"{layers}), got {len(t)}")
-        self.thresholds = dict(zip(layers, (float(v) for v in t), strict=True))
+        self.thresholds = protected_thresholds(self.threshold, layers)
         self.memory = SubspaceMemory(model, layers, threshold=1.0)  # projection only
         self.neurons = {n: HebbianSubspace(self.memory.dim(n)) for n in layers}
         self.history = []
@@ -264,12 +255,7 @@ class HLOP(Strategy):
             return
         for n, h in self.neurons.items():  # ΔW ← ΔW (I − HᵀH)³, the settled lateral circuit
             self.memory.bases[n] = h.projection_basis().to(self.memory.dtype).contiguous()
-        mode = self.mode
-        if mode == "auto":
-            plain_sgd = type(optimizer) is torch.optim.SGD and all(
-                g.get("weight_decay", 0) == 0 for g in optimizer.param_groups)
-            mode = "gradient" if plain_sgd else "update"
-        self._handle = self.memory.attach(optimizer, mode=mode)
+        self._handle = self.memory.attach(optimizer, mode=projection_mode(self.mode, optimizer))
 
     @torch.no_grad()
     def after_task(self, model: nn.Module, task: Task) -> None:
