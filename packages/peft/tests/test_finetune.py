@@ -64,7 +64,7 @@ def test_minilm_files_entry_is_not_a_dataset():
     spec = get_dataset("all_minilm_l6_v2")
     assert {f.name for f in spec.files} >= {"model.safetensors", "config.json", "vocab.txt"}
     assert all(len(f.sha256) == 64 for f in spec.files)
-    with pytest.raises(ValueError, match="model files"):
+    with pytest.raises(ValueError, match="holds files, not examples"):
         load_dataset("all_minilm_l6_v2", "files", progress=False)
 
 

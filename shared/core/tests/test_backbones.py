@@ -77,7 +77,7 @@ def test_real_weights_are_registered_verified_and_load_strictly(name):
     path = fetch(dataset, progress=False)[file_name]
     assert hashlib.sha256(path.read_bytes()).hexdigest() == file.sha256
     assert path.stat().st_size == file.size
-    with pytest.raises(ValueError, match="holds model weights, not examples"):
+    with pytest.raises(ValueError, match="holds files, not examples"):
         load_dataset(dataset, "files", progress=False)
 
     state = load_state_dict(name)

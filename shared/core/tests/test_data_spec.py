@@ -77,8 +77,22 @@ def test_datasetspec_validates_its_fields():
         _spec(sources=("https://example.invalid",))
     with pytest.raises(ValueError, match="duplicate names"):
         _spec(files=(FileSpec("a", SHA), FileSpec("a", SHA)))
-    with pytest.raises(TypeError, match=r"DatasetSpec\.loader"):
-        _spec(loader=None)
+    with pytest.raises(TypeError, match=r"DatasetSpec\.loader.*callable or None"):
+        _spec(loader="not a function")
+
+
+class _NeverCalled(Source):
+    def describe(self) -> str:
+        return "a source the test forbids"
+
+    def fetch(self, file, workdir, *, progress=False):
+        raise AssertionError("load_dataset fetched a files-only spec")
+
+
+def test_files_only_spec_is_refused_by_load_dataset_before_any_fetch(sandbox):
+    register_dataset(_spec("toy_weights", loader=None, sources=(_NeverCalled(),)))
+    with pytest.raises(ValueError, match=r"'toy_weights' holds files, not examples.*fetch"):
+        load_dataset("toy_weights", "train", progress=False)
 
 
 def test_register_get_and_duplicates(sandbox):

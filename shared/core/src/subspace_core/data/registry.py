@@ -135,6 +135,11 @@ def load_dataset(name: str, split: str, *, progress: bool = True) -> ArraySplit:
         raise ValueError(
             f"load_dataset: split: expected one of {list(spec.splits)} for {name!r}, got {split!r}"
         )
+    if spec.loader is None:
+        raise ValueError(
+            f"load_dataset: {name!r} holds files, not examples (e.g. model weights): fetch "
+            f"them with subspace_core.data.fetch({name!r}); {spec.description}"
+        )
     files = fetch(name, progress=progress)
     x, y = spec.loader(files, split)
     if not isinstance(y, np.ndarray) or not np.issubdtype(y.dtype, np.integer):

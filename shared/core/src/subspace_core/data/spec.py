@@ -69,12 +69,16 @@ class DatasetSpec:
     right sha256 wins). ``loader(files, split)`` returns ``(x, y)`` numpy arrays that
     :func:`subspace_core.data.load_dataset` wraps into an :class:`ArraySplit` with
     ``classes``. ``splits`` names the splits the loader accepts.
+
+    ``loader=None`` registers files that are not examples (third-party model weights,
+    tokenizers): they are fetched and verified like any dataset
+    (:func:`subspace_core.data.fetch`), and ``load_dataset`` refuses them with a clear error.
     """
 
     name: str
     files: tuple[FileSpec, ...]
     sources: tuple[Source, ...]
-    loader: Loader
+    loader: Loader | None
     license: str
     description: str
     homepage: str
@@ -111,9 +115,9 @@ class DatasetSpec:
                     f"DatasetSpec.sources of {self.name!r}: expected Source items, "
                     f"got {type(s).__name__}"
                 )
-        if not callable(self.loader):
+        if self.loader is not None and not callable(self.loader):
             raise TypeError(
-                f"DatasetSpec.loader of {self.name!r}: expected a callable, "
+                f"DatasetSpec.loader of {self.name!r}: expected a callable or None, "
                 f"got {type(self.loader).__name__}"
             )
         if not all(isinstance(c, str) for c in self.classes):
