@@ -1,0 +1,3 @@
+"""Subspace Zoo: self-supervised subspace objectives (see the package README)."""
+
+__all__: list[str] = []

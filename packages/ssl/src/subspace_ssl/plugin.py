@@ -1,0 +1,1 @@
+"""The ssl plugin: registers the package's models, protocols and benchmarks."""
