@@ -1,0 +1,1 @@
+"""Benchmarks of the ssl package (``subzoo bench ssl``), registered by the plugin."""

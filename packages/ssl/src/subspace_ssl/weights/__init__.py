@@ -1,0 +1,1 @@
+"""Pretrained weights of subspace-ssl (safetensors files shipped in the wheel)."""
