@@ -1,0 +1,53 @@
+"""The ssl benchmarks measure every row they name, in micro configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import subspace_ssl.plugin  # noqa: F401
+from subspace_core.bench import BenchContext, list_benchmarks
+from subspace_ssl.benchmarks import rankme_selection, readout
+from subspace_ssl.encoders import build_encoder
+
+
+def _ctx(tmp_path) -> BenchContext:
+    return BenchContext(quick=True, device=torch.device("cpu"), out_dir=Path(tmp_path))
+
+
+def test_benchmarks_are_registered_with_their_baselines():
+    names = {b.name: b for b in list_benchmarks(["ssl"])}
+    assert names["ssl/linear_probe"].baselines == ("Mixed Barlow Twins", "random init",
+                                                   "raw pixels")
+    assert names["ssl/rankme"].method == "RankMe"
+
+
+def test_readout_rows_share_one_readout_and_average_random_seeds(tmp_path):
+    cfg = readout.ReadoutConfig(train_n=300, test_n=60)
+    rows = readout.run_readout(_ctx(tmp_path), cfg,
+                               encoders=lambda model_id, device: build_encoder("tiny", seed=7))
+    main = {(r.method, r.metric): r.value for r in rows if "seed" not in r.case}
+    for method in ("Barlow Twins", "Mixed Barlow Twins", "random init", "raw pixels"):
+        for metric in ("linear_top1", "knn_top1", "rankme"):
+            assert (method, metric) in main, (method, metric)
+    assert 0 <= main[("raw pixels", "linear_top1")] <= 100
+    seeds = [r.value for r in rows if "seed" in r.case and r.metric == "knn_top1"]
+    assert len(seeds) == 2
+    assert main[("random init", "knn_top1")] == pytest.approx(sum(seeds) / 2)
+    # the two trained rows got the same encoder here, so the same numbers
+    assert main[("Barlow Twins", "linear_top1")] == main[("Mixed Barlow Twins", "linear_top1")]
+
+
+def test_rankme_benchmark_correlates_over_every_checkpoint(tmp_path):
+    cfg = rankme_selection.RankMeConfig(
+        train_subset=64, epochs=2, batch_size=32, probe_train_n=200, probe_test_n=50,
+        settings={"base": {"projector_dim": 16}, "wide": {"projector_dim": 32}})
+    rows = rankme_selection.run_rankme(_ctx(tmp_path), cfg)
+    candidates = {r.case for r in rows if r.method == "candidate"}
+    assert len(candidates) == 4  # 2 settings x 2 epoch snapshots
+    spearmans = {(r.method, r.metric): r.value for r in rows if r.metric.startswith("spearman")}
+    assert set(spearmans) == {(m, f"spearman_vs_{a}") for m in ("RankMe", "feature variance")
+                              for a in ("linear_top1", "knn_top1")}
+    assert all(-1.0 <= v <= 1.0 for v in spearmans.values())
