@@ -1,0 +1,1 @@
+"""Training recipes, one per shipped checkpoint (``subzoo train ID`` runs them)."""
