@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -352,27 +351,18 @@ def linear_transfer(
 
     The frozen encoder's GAP features of ``dataset``'s train and test splits (images
     normalised with that dataset's own statistics), standardised with the train split's
-    mean and std, a multinomial logistic regression (scikit-learn, L-BFGS, C = 1) fit on
-    train and scored on test.
+    mean and std, a multinomial logistic regression (:func:`subspace_ssl.probes.linear_probe`:
+    scikit-learn, L-BFGS, C = 1) fit on train and scored on test.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
-
     from subspace_ssl.data import load_images, to_input
+    from subspace_ssl.probes import linear_probe
 
     device = torch.device(device)
     splits = {}
     for split in ("train", "test"):
         images, labels = load_images(dataset, split)
-        splits[split] = (
-            _features(model, to_input(images, dataset), device).double().numpy(),
-            labels.numpy(),
-        )
-    scaler = StandardScaler().fit(splits["train"][0])
-    probe = LogisticRegression(max_iter=max_iter)
-    probe.fit(scaler.transform(splits["train"][0]), splits["train"][1])
-    predictions = probe.predict(scaler.transform(splits["test"][0]))
-    return 100.0 * float(np.mean(predictions == splits["test"][1]))
+        splits[split] = (_features(model, to_input(images, dataset), device), labels)
+    return linear_probe(*splits["train"], *splits["test"], max_iter=max_iter)
 
 
 def evaluate(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
