@@ -42,7 +42,7 @@ from subspace_core.train import load_training_state, save_training_state
 from subspace_core.zoo import save_state_dict
 from subspace_ssl.recipes.gcr import augment, check_resume_config, checkpoint_file, lr_factor
 
-__all__ = ["MODEL_ID", "QUICK", "RecipeConfig", "embed", "evaluate", "train"]
+__all__ = ["MODEL_ID", "QUICK", "RecipeConfig", "evaluate", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,33 +232,14 @@ def train(
 
 
 @torch.no_grad()
-def embed(
-    model: nn.Module,
-    images: torch.Tensor,
-    device: torch.device | str = "cpu",
-    dataset: str = "fmnist",
-    batch_size: int = 1000,
-) -> torch.Tensor:
-    """Embeddings [N, d] of uint8 ``images`` [N, 28, 28] (``model(x)``, eval mode, on CPU)."""
-    from subspace_ssl.data import to_input
-
-    device = torch.device(device)
-    model.eval()
-    return torch.cat(
-        [
-            model(to_input(images[i : i + batch_size], dataset).to(device)).float().cpu()
-            for i in range(0, len(images), batch_size)
-        ]
-    )
-
-
 def evaluate(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
     """Recall@{1,2,4,8} (%) and k-means NMI (%) of ``model``'s embeddings of Fashion-MNIST test."""
     from subspace_ssl.data import load_images
+    from subspace_ssl.probes import embed
     from subspace_ssl.retrieval import clustering_nmi, recall_at_k
 
     images, labels = load_images("fmnist", "test")
-    embeddings = embed(model, images, device)
+    embeddings = embed(model, images, "fmnist", device=device)
     recalls = recall_at_k(embeddings, labels, ks=(1, 2, 4, 8))
     result = {f"recall@{k}": 100.0 * r for k, r in recalls.items()}
     result["nmi"] = 100.0 * clustering_nmi(embeddings, labels, n_clusters=10)
