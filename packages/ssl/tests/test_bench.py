@@ -51,3 +51,44 @@ def test_rankme_benchmark_correlates_over_every_checkpoint(tmp_path):
     assert set(spearmans) == {(m, f"spearman_vs_{a}") for m in ("RankMe", "feature variance")
                               for a in ("linear_top1", "knn_top1")}
     assert all(-1.0 <= v <= 1.0 for v in spearmans.values())
+
+
+def test_heads_benchmark_reports_both_heads_side_by_side(tmp_path, monkeypatch):
+    from subspace_ssl.benchmarks import heads
+    from subspace_ssl.gcr import build_classifier
+
+    # the heavy scorers are tested with the recipe; here: every head gets every metric
+    monkeypatch.setattr(heads, "classify", lambda model, device: {"top1": 50.0, "nll": 1.0})
+    monkeypatch.setattr(heads, "linear_transfer", lambda model, device: 60.0)
+    built = []
+
+    def models(model_id, device):
+        built.append(model_id)
+        return build_classifier("gcr" if "gcr" in model_id else "softmax", seed=0)
+
+    rows = heads.run_heads(_ctx(tmp_path), models)
+    assert built == ["ssl/gcr_tiny.fmnist", "ssl/softmax_tiny.fmnist"]
+    got = {(r.method, r.metric) for r in rows}
+    assert got == {(m, k) for m in ("GCR head", "softmax head")
+                   for k in ("top1", "nll", "mnist_linear_top1")}
+
+
+def test_starbucks_benchmark_turns_the_grids_into_rows(tmp_path, monkeypatch):
+    import subspace_ssl.text_knn as text_knn
+    from subspace_ssl.benchmarks import starbucks_grid
+
+    base_grid = [[50.0] * 5 for _ in range(6)]
+    star_grid = [[52.0] * 5 for _ in range(6)]
+    star_grid[0][0] = 49.0
+
+    def fake_compare(base, model, out_dir, **kwargs):
+        assert kwargs["datasets"] == ("reuters",)  # quick mode
+        return {"datasets": {"reuters": {"base": base_grid, "starbucks": star_grid,
+                                         "min_gain": -1.0, "full_gap": 2.0}}}
+
+    monkeypatch.setattr(text_knn, "compare_knn_grids", fake_compare)
+    rows = starbucks_grid.run_starbucks(_ctx(tmp_path), model=lambda mid, dev: None,
+                                        base=lambda dev: None)
+    got = {(r.method, r.metric): r.value for r in rows}
+    assert got[("Starbucks", "grid_min")] == 49.0 and got[("base MiniLM", "full_size")] == 50.0
+    assert got[("Starbucks - base", "min_gain")] == -1.0
