@@ -210,3 +210,15 @@ def test_train_state_refuses_unpicklable_free_state(tmp_path):
     with pytest.raises(TypeError, match="cannot be saved without pickling"):
         save_training_state(tmp_path, model, opt, epoch=1)
     assert not (tmp_path / TRAINING_STATE).exists()
+
+
+def test_warmup_cosine_and_checkpoint_file():
+    from subspace_core.train import checkpoint_file, warmup_cosine
+
+    assert warmup_cosine(0, 100, 10) == pytest.approx(0.1)
+    assert warmup_cosine(9, 100, 10) == pytest.approx(1.0)
+    assert warmup_cosine(55, 100, 10) == pytest.approx(0.5)
+    assert warmup_cosine(100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    assert checkpoint_file("ssl/gcr_tiny.fmnist") == "gcr_tiny.fmnist.safetensors"
+    with pytest.raises(ValueError, match="model_id"):
+        checkpoint_file("gcr_tiny")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,26 @@ from safetensors.torch import load_file, save_file
 
 from subspace_core.io import atomic_path
 
-__all__ = ["import_recipe", "load_training_state", "save_training_state"]
+__all__ = ["checkpoint_file", "import_recipe", "load_training_state", "save_training_state",
+           "warmup_cosine"]
 
 TRAINING_STATE = "training_state.safetensors"
+
+
+def checkpoint_file(model_id: str) -> str:
+    """The checkpoint file name of a model id: ``ssl/gcr_tiny.fmnist`` → ``gcr_tiny.fmnist.safetensors``."""
+    if "/" not in model_id:
+        raise ValueError(f"model_id: expected '<area>/<arch>_<size>.<tag>', got {model_id!r}")
+    return model_id.split("/", 1)[1] + ".safetensors"
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    """Learning-rate factor of step ``step``: linear warm-up over ``warmup`` steps (to 1 at
+    ``step = warmup − 1``), then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def import_recipe(recipe: str):

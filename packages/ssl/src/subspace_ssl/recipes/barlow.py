@@ -14,7 +14,6 @@ selection scores them), and the resumable training state every ``save_every`` st
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -22,7 +21,12 @@ from pathlib import Path
 import torch
 
 from subspace_core.console import progress_bar
-from subspace_core.train import load_training_state, save_training_state
+from subspace_core.train import (
+    checkpoint_file,
+    load_training_state,
+    save_training_state,
+    warmup_cosine,
+)
 from subspace_core.zoo import save_state_dict
 from subspace_ssl.augment import AugmentConfig, augment
 from subspace_ssl.barlow import MixedBarlowLoss
@@ -62,18 +66,6 @@ PRESETS: dict[str, BarlowConfig] = {
 #: smoke-test overrides of ``quick=True`` (a check of the path, not a reproduction).
 QUICK = {"epochs": 1, "train_subset": 1024, "batch_size": 128, "projector_dim": 128,
          "save_every": 4, "log_every": 2}
-
-
-def checkpoint_file(model_id: str) -> str:
-    """``ssl/barlow_tiny.fmnist`` → ``barlow_tiny.fmnist.safetensors``."""
-    return model_id.split("/", 1)[1] + ".safetensors"
-
-
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _step_generator(seed: int, step: int) -> torch.Generator:
@@ -125,7 +117,7 @@ def train(out_dir: str | Path, *, model_id: str = "ssl/barlow_tiny.fmnist", quic
             v1 = augment(batch, aug, generator=gen)
             v2 = augment(batch, aug, generator=gen)
             for group in optimizer.param_groups:
-                group["lr"] = cfg.lr * _lr_factor(step, total, warmup)
+                group["lr"] = cfg.lr * warmup_cosine(step, total, warmup)
             z1 = projector(encoder((v1 - mean) / std))
             z2 = projector(encoder((v2 - mean) / std))
             if cfg.mixup_scale > 0:

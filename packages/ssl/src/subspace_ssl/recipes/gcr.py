@@ -39,7 +39,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from subspace_core.console import progress_bar
-from subspace_core.train import TRAINING_STATE, load_training_state, save_training_state
+from subspace_core.train import (
+    TRAINING_STATE,
+    checkpoint_file,
+    load_training_state,
+    save_training_state,
+)
+from subspace_core.train import warmup_cosine as lr_factor
 from subspace_core.zoo import save_state_dict
 
 __all__ = [
@@ -88,19 +94,6 @@ class RecipeConfig:
 
 #: the smoke-test overrides of ``quick=True`` (checks the path, reproduces nothing).
 QUICK: dict[str, Any] = {"epochs": 1, "train_subset": 1024, "warmup_steps": 4, "log_every": 4}
-
-
-def checkpoint_file(model_id: str) -> str:
-    """``ssl/gcr_tiny.fmnist`` → ``gcr_tiny.fmnist.safetensors``."""
-    return model_id.split("/", 1)[1] + ".safetensors"
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def augment(

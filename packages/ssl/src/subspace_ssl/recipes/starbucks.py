@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -65,6 +64,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from subspace_core.train import warmup_cosine as lr_factor
 from subspace_ssl.starbucks import GRID_DIMS, GRID_LAYERS, STARBUCKS_SCHEDULE, check_schedule
 
 __all__ = ["CHECKPOINT_FILE", "MODEL_ID", "QUICK", "RecipeConfig", "crop_batch", "lr_factor",
@@ -111,14 +111,6 @@ class RecipeConfig:
 QUICK: dict[str, Any] = {"steps": 6, "batch_size": 8, "crop_tokens": 32, "window_tokens": 96,
                          "max_docs": 64, "warmup_steps": 2, "save_every": 3, "log_every": 2,
                          "eval_n_train": 120, "eval_n_test": 60}  # fmt: skip
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _tokenized_corpora(cfg: RecipeConfig, tokenizer) -> list[list[list[int]]]:

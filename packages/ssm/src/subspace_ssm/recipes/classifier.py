@@ -24,7 +24,6 @@ Data per task:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,7 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from subspace_core.console import progress_bar
-from subspace_core.train import load_training_state, save_training_state
+from subspace_core.train import checkpoint_file, load_training_state, save_training_state
+from subspace_core.train import warmup_cosine as lr_factor
 from subspace_core.zoo import save_state_dict
 from subspace_ssm.data.base import SequenceSplit
 from subspace_ssm.data.sfmnist import images_to_sequences
@@ -83,19 +83,6 @@ PRESETS: dict[str, RecipeConfig] = {
 #: the smoke-test overrides of ``quick=True`` (a check of the path, not a reproduction).
 QUICK = {"epochs": 1, "train_subset": 1280, "n_train": 64, "max_length": 600,
          "warmup_steps": 5, "save_every": 10, "log_every": 5}
-
-
-def checkpoint_file(model_id: str) -> str:
-    """``ssm/s4d_tiny.sfmnist`` → ``s4d_tiny.sfmnist.safetensors``."""
-    return model_id.split("/", 1)[1] + ".safetensors"
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 0 at ``total``."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _training_data(cfg: RecipeConfig, progress: bool) -> SequenceSplit:
