@@ -8,7 +8,7 @@ then a multinomial logistic regression (``linear_top1``), the cosine kNN classif
 
 * ``Barlow Twins`` / ``Mixed Barlow Twins``: the shipped encoders
   (``ssl/barlow_tiny.fmnist``, ``ssl/mixed_barlow_tiny.fmnist``; same architecture, same
-  epochs);
+  epochs) — a row is present only once its encoder ships;
 * ``random init``: the same architecture with random weights, the **mean over seeds 0 and 1**
   (each seed is also reported as its own case);
 * ``raw pixels``.
@@ -29,18 +29,22 @@ from torch import nn
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 from subspace_ssl.data import load_images
 from subspace_ssl.encoders import build_encoder
+from subspace_ssl.pretrained import SHIPPED
 from subspace_ssl.probes import embed, pixel_features
 from subspace_ssl.protocols import encoder_readouts
 
-__all__ = ["ENCODERS", "READOUT_BENCH", "ReadoutConfig", "run_readout"]
+__all__ = ["ALL_ENCODERS", "ENCODERS", "READOUT_BENCH", "ReadoutConfig", "run_readout"]
 
 METHOD = "Barlow Twins"
 RANDOM = "random init"
 PIXELS = "raw pixels"
-#: trained rows: label → model id of the shipped encoder
-ENCODERS: dict[str, str] = {METHOD: "ssl/barlow_tiny.fmnist",
-                            "Mixed Barlow Twins": "ssl/mixed_barlow_tiny.fmnist"}
-BASELINES = ("Mixed Barlow Twins", RANDOM, PIXELS)
+#: trained rows: label → model id of the encoder; rows whose encoder is not shipped yet are
+#: left out (the table never stands in an untrained or quick-trained model for them)
+ALL_ENCODERS: dict[str, str] = {METHOD: "ssl/barlow_tiny.fmnist",
+                                "Mixed Barlow Twins": "ssl/mixed_barlow_tiny.fmnist"}
+ENCODERS: dict[str, str] = {label: model_id for label, model_id in ALL_ENCODERS.items()
+                            if model_id in SHIPPED}
+BASELINES = (*(label for label in ENCODERS if label != METHOD), RANDOM, PIXELS)
 
 
 @dataclass(frozen=True)
