@@ -36,6 +36,18 @@ _HEAD_RECIPE = ("6 epochs x 469 steps of 128, SGD momentum 0.9 (frames: the core
                 "decay 5e-4 (not on frames)")
 
 
+_MLC_PAPER = ("Ding, Tong, Chan, Dai, Ma & Haeffele 2023, Unsupervised Manifold Linearizing and "
+              "Clustering, ICCV 2023, arXiv:2301.01805")
+
+
+def _mlc(**overrides) -> nn.Module:
+    from subspace_ssl.recipes.mlc import build_model
+
+    if overrides:
+        raise ValueError(f"overrides: the shipped MLC takes none, got {sorted(overrides)}")
+    return build_model()
+
+
 def _classifier(head: str):
     def build(**overrides) -> nn.Module:
         from subspace_ssl.gcr import build_classifier
@@ -54,6 +66,59 @@ def _tiny_encoder(**overrides) -> nn.Module:
 #: model id → sha256, bytes, parameters, claimed metrics {protocol: {metric: value}}, card text,
 #: builder of the architecture.
 SHIPPED: dict[str, dict[str, Any]] = {
+    "ssl/mlc_small.fmnist": {
+        "build": _mlc,
+        "sha256": "ecf50844615b6a284790de3fc643e34aafdfb577784d8c1e528307debe1bb46a",
+        "num_bytes": 4_613_016,
+        "num_params": 1_152_641,
+        "metrics": {"fmnist_clustering": {
+            "acc": 0.6497,
+            "nmi": 0.666609,
+            "ari": 0.520987,
+            "mlc_kmeans_acc": 0.7229,
+            "mlc_kmeans_nmi": 0.641556,
+            "mlc_kmeans_ari": 0.556061,
+            "kmeans_acc": 0.5593,
+            "kmeans_nmi": 0.53912,
+            "kmeans_ari": 0.410411,
+            "kmeans_std_l2_acc": 0.6859,
+            "kmeans_std_l2_nmi": 0.581609,
+            "kmeans_std_l2_ari": 0.490965,
+            "pixels_kmeans_acc": 0.4907,
+            "pixels_kmeans_nmi": 0.516346,
+            "pixels_kmeans_ari": 0.35348,
+            "random_mlc_acc": 0.5882,
+            "random_mlc_nmi": 0.522395,
+            "random_mlc_ari": 0.391547,
+            "random_backbone_kmeans_acc": 0.5532,
+            "random_backbone_kmeans_nmi": 0.510586,
+            "random_backbone_kmeans_ari": 0.377425
+        }},
+        "protocols": ("fmnist_clustering",),
+        "train_budget": "frozen MobileNetV2 features of the 60,000 training images, 1 warm-up "
+        "+ 4 epochs of MLC (batch 1024), one thread: 694 s (11.6 min) including the feature "
+        "extraction, on a 2-core CPU shared with other jobs (load 3-5)",
+        "recipe": "subspace_ssl.recipes.mlc:train",
+        "paper": _MLC_PAPER,
+        "data": {"dataset": "fashion_mnist", "split": "train (60,000; labels unused)",
+                 "input": "float32 [N, 1280]: ImageNet MobileNetV2 pooled features of the "
+                 "28x28 images at 96 px (subspace_core.backbones.pretrained_features); the "
+                 "standardisation statistics are stored in the checkpoint",
+                 "output": "model(x) -> (z, c), each [N, 64] unit rows; model.predict(x) -> "
+                 "cluster ids [N] (builds an N x N membership: ~400 MB at N = 10,000)"},
+        "description": "MLC (manifold linearizing and clustering) head on frozen ImageNet "
+        "MobileNetV2 features of Fashion-MNIST: feature and cluster heads (MLP 1280-512-64 "
+        "with a PCA-started linear skip), doubly stochastic membership by Sinkhorn, the "
+        "coding-rate objective with an entropy term; clusters by spectral clustering of the "
+        "membership (k = 10).",
+        "notes": "Against the issue's target (ACC >= k-means on the same features + 5 points): "
+        "+9.0 points over k-means on the raw input features (0.650 vs 0.559), but -3.6 points "
+        "under k-means on the same features standardised and L2-normalised (0.686), the "
+        "input MLC itself sees; k-means on MLC's cluster-head embedding reaches 0.723. "
+        "Spectral clustering of the membership merges the four upper-body garment classes. "
+        "Follows the paper's abstract and the authors' follow-up code (CPP); details in "
+        "subspace_ssl.mcr2.",
+    },
     "ssl/barlow_tiny.fmnist": {
         "build": _tiny_encoder,
         "sha256": "8ca21971aa53eb7549851c3007d3f1f5c34bc4f9d1a6ddf894288223d133813a",

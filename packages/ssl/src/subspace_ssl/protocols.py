@@ -23,6 +23,16 @@ images, each one a query against the other 9,999 by cosine similarity: ``recall@
 K = 1, 2, 4, 8 (a hit when one of the K nearest shares the query's class) and ``nmi`` (%) of
 k-means (10 clusters) on the embeddings.
 
+**Protocol ``fmnist_clustering``**: an MLC model's clustering of the 10,000 Fashion-MNIST
+test images from frozen ImageNet MobileNetV2 features (core ``pretrained_features``, 96 px):
+``acc`` (best one-to-one cluster-to-class map), ``nmi``, ``ari`` of the spectral clustering of
+the learnt membership, and in the same run the baselines on the same images — k-means on the
+same input features raw (``kmeans_*``) and standardised + L2-normalised (``kmeans_std_l2_*``),
+k-means on MLC's cluster-head embedding (``mlc_kmeans_*``), k-means on raw pixels
+(``pixels_kmeans_*``), the untrained model (``random_mlc_*``) and k-means on a random
+MobileNetV2's features (``random_backbone_kmeans_*``) (:func:`subspace_ssl.recipes.mlc.evaluate`).
+Fractions in [0, 1].
+
 Image-classifier heads (GCR, softmax) are also scored by the core protocol ``fmnist_test``.
 """
 
@@ -36,8 +46,9 @@ from subspace_ssl.data import load_images
 from subspace_ssl.probes import embed, knn_accuracy, linear_probe
 from subspace_ssl.rankme import rankme
 
-__all__ = ["FMNIST_PROBE", "FMNIST_RETRIEVAL", "MNIST_TRANSFER", "encoder_readouts",
-           "fmnist_probe", "fmnist_retrieval", "mnist_transfer"]
+__all__ = ["FMNIST_CLUSTERING", "FMNIST_PROBE", "FMNIST_RETRIEVAL", "MNIST_TRANSFER",
+           "encoder_readouts", "fmnist_clustering", "fmnist_probe", "fmnist_retrieval",
+           "mnist_transfer"]
 
 
 def encoder_readouts(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
@@ -67,6 +78,13 @@ def mnist_transfer(model: nn.Module, device: torch.device | str = "cpu") -> dict
 def fmnist_retrieval(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
     """The ``fmnist_retrieval`` metrics of an embedding model [N,1,28,28] → [N, D]."""
     from subspace_ssl.recipes.dsl import evaluate
+
+    return evaluate(model, device)
+
+
+def fmnist_clustering(model: nn.Module, device: torch.device | str = "cpu") -> dict[str, float]:
+    """The ``fmnist_clustering`` metrics of an :class:`~subspace_ssl.mcr2.MLC` model."""
+    from subspace_ssl.recipes.mlc import evaluate
 
     return evaluate(model, device)
 
@@ -114,5 +132,24 @@ FMNIST_RETRIEVAL = register_protocol(
         higher_is_better=(True, True, True, True, True),
         run=fmnist_retrieval,
         description=_protocol_doc("fmnist_retrieval"),
+    )
+)
+
+_CLUSTER_METRICS = tuple(f"{prefix}{m}" for prefix in ("", "mlc_kmeans_", "kmeans_",
+                                                       "kmeans_std_l2_", "pixels_kmeans_",
+                                                       "random_mlc_", "random_backbone_kmeans_")
+                         for m in ("acc", "nmi", "ari"))
+
+FMNIST_CLUSTERING = register_protocol(
+    Protocol(
+        name="fmnist_clustering",
+        dataset="fashion_mnist",
+        split="test",
+        preprocessing="uint8 images -> ImageNet MobileNetV2 pooled features (96 px, core "
+        "pretrained_features) [N, 1280]; the 10,000 test images, k = 10",
+        metrics=_CLUSTER_METRICS,
+        higher_is_better=(True,) * len(_CLUSTER_METRICS),
+        run=fmnist_clustering,
+        description=_protocol_doc("fmnist_clustering"),
     )
 )
