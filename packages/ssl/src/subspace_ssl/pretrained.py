@@ -196,9 +196,9 @@ SHIPPED: dict[str, dict[str, Any]] = {
         "protocols": ("fmnist_probe",),
         "train_budget": "12 epochs x 234 steps of 256 (2,808 steps), one thread: 4,543 s "
         "(75.7 min) on a 2-core CPU shared with 3-5 other training/test processes (load 4-7; "
-        "1.6-3.9 s/step). Not timed on a quiet machine: the quiet 1-thread micro-benchmark of "
-        "this session (0.87 s per 512-image forward+backward) puts a step at ~0.9 s on one "
-        "thread, i.e. ~42 min, an estimate only",
+        "1.6-3.9 s/step). Not timed on a quiet machine; the Mixed Barlow Twins recipe (3 forward "
+        "passes per step, same encoder and batch) ran at 0.61 s/step on the quiet machine "
+        "with 2 threads, which puts this 2-pass run under 29 min there (an extrapolation)",
         "recipe": "subspace_ssl.recipes.barlow:train_barlow_tiny_fmnist",
         "paper": _BT_PAPER,
         "data": _FMNIST_DATA,
