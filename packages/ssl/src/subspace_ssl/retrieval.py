@@ -106,8 +106,9 @@ def clustering_nmi(
     cosine geometry — scored by ``sklearn.metrics.normalized_mutual_info_score``
     (arithmetic normalisation). Returns a float in [0, 1].
     """
-    from sklearn.cluster import KMeans
     from sklearn.metrics import normalized_mutual_info_score
+
+    from subspace_ssl.clustering import kmeans_labels
 
     embeddings, labels = _check_embeddings(embeddings, labels)
     n_clusters = int(labels.unique().numel()) if n_clusters is None else int(n_clusters)
@@ -116,5 +117,5 @@ def clustering_nmi(
             f"n_clusters: expected an integer in [1, N = {embeddings.shape[0]}], got {n_clusters}"
         )
     unit = F.normalize(embeddings.detach().double().cpu(), dim=1).numpy()
-    assignment = KMeans(n_clusters=n_clusters, n_init=n_init, random_state=seed).fit_predict(unit)
+    assignment = kmeans_labels(unit, n_clusters, seed, n_init=n_init)
     return float(normalized_mutual_info_score(labels.cpu().numpy(), assignment))
