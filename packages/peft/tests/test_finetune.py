@@ -16,6 +16,7 @@ from subspace_peft.finetune import (
     encode,
     eval_batches,
     finetune,
+    matrix_parameters,
     optimizer_state_bytes,
     prepare_method,
     train_batches,
@@ -160,6 +161,36 @@ def test_few_steps_reduce_training_loss(minilm, method, lr):
     if method == "galore":  # low-rank moments for the 36 matrices (embeddings stay AdamW)
         assert result.optimizer_state_bytes < 0.6 * 8 * full_elems
         assert result.matrix_state_bytes < 0.03 * 8 * matrix_elems  # 2.2 MB vs 85 MB
+
+
+@pytest.mark.parametrize(("method", "lr"), [("svfit", 2e-2), ("corda_kpm", 1e-3),
+                                          ("corda_ipm", 1e-3)])
+def test_subspace_adapters_train_on_the_harness(minilm, method, lr):
+    from subspace_peft.adapters import AdapterModel
+
+    encoder, tokenizer = minilm
+    data = _tiny(tokenizer)
+    model = build_classifier(encoder=encoder, seed=0, dropout=0.0).eval()
+    inputs, _ = collate(data, torch.arange(len(data)))
+    with torch.no_grad():
+        before = model(**inputs)
+    calls = []
+    prepared = prepare_method(method, model, lr,
+                              calibrate=lambda m: calls.append(m(**inputs)))
+    assert isinstance(prepared.model, AdapterModel)
+    assert len(calls) == (0 if method == "svfit" else 1)
+    with torch.no_grad():  # every adapter starts at the pretrained function
+        torch.testing.assert_close(prepared.model(**inputs), before, atol=1e-4, rtol=1e-4)
+    adapter = sum(p.numel() for p in matrix_parameters(prepared.model))
+    # SVFit: every singular value of the 36 matrices (6 x (4 x 384 + 2 x 384)); CorDA: rank 8
+    assert adapter == (6 * 6 * 384 if method == "svfit" else 331_776)
+    cfg = FinetuneConfig(method, lr, epochs=5, batch_size=8, warmup_ratio=0.0, dropout=0.0)
+    result = finetune(cfg, data, test=data, encoder=encoder)
+    assert result.losses[-1] < result.losses[0] - 0.05, result.losses
+    assert result.trainable_params == adapter + 384 * 2 + 2
+    if method.startswith("corda"):  # CorDA without calibration data is an error, not a guess
+        with pytest.raises(ValueError, match="calibrate"):
+            prepare_method(method, build_classifier(encoder=encoder), lr)
 
 
 def test_classifier_is_a_fresh_copy(minilm):

@@ -1,4 +1,5 @@
-"""Fine-tuning harness: MiniLM sentence classification with full AdamW, GaLore and LoRA.
+"""Fine-tuning harness: MiniLM sentence classification with full AdamW, GaLore, LoRA, SVFit
+and CorDA.
 
 One loop (:func:`finetune`), one data order, one schedule for every method; see
 :mod:`~subspace_peft.finetune.methods` for what each method trains and
@@ -28,9 +29,11 @@ from subspace_peft.finetune.data import (
 from subspace_peft.finetune.methods import (
     ENCODER_LINEARS,
     METHODS,
+    CorDASettings,
     GaLoreSettings,
     LoRASettings,
     Prepared,
+    SVFitSettings,
     matrix_parameters,
     optimizer_state_bytes,
     prepare_method,
@@ -48,6 +51,7 @@ from subspace_peft.finetune.train import (
 __all__ = [
     "ENCODER_LINEARS",
     "METHODS",
+    "CorDASettings",
     "Encoded",
     "FinetuneConfig",
     "FinetuneResult",
@@ -55,6 +59,7 @@ __all__ = [
     "LoRASettings",
     "MiniLMClassifier",
     "Prepared",
+    "SVFitSettings",
     "accuracy",
     "build_classifier",
     "collate",

@@ -1,4 +1,5 @@
-"""The fine-tuning methods compared on one harness: full AdamW, GaLore, LoRA (HF ``peft``).
+"""The fine-tuning methods compared on one harness: full AdamW, GaLore, LoRA (HF ``peft``),
+SVFit and CorDA (both modes, :mod:`subspace_peft.adapters`).
 
 All three train the same :class:`~subspace_peft.finetune.model.MiniLMClassifier` and touch
 the same weight matrices: the six linears of every encoder layer (attention query, key,
@@ -21,6 +22,15 @@ value and output, FFN intermediate and output; :data:`ENCODER_LINEARS`), 36 matr
 * ``lora``: Hugging Face ``peft`` ``LoraConfig`` + ``get_peft_model`` with rank 8,
   ``lora_alpha`` 16, dropout 0.1 on the same 36 matrices (:class:`LoRASettings`); the head
   is trained too (``modules_to_save``), everything else is frozen.
+* ``svfit``: :class:`~subspace_peft.adapters.SVFitModel` on the same 36 matrices: only
+  their singular values are trained (all of them by default: 13,824 scalars, plus the
+  head), singular vectors and everything else frozen (:class:`SVFitSettings`).
+* ``corda_kpm`` / ``corda_ipm``: :class:`~subspace_peft.adapters.CorDAModel` at rank 8 (as
+  many adapter parameters as LoRA r=8), built from the input covariance of every target
+  collected on calibration batches. The harness calibrates both modes on the task's own
+  training batches (:class:`CorDASettings`): right for the instruction-previewed mode; the
+  knowledge-preserved mode is meant to be calibrated on the data whose behaviour must be
+  kept, which matters for forgetting, not for the task accuracy measured here.
 
 :func:`optimizer_state_bytes` measures the state each optimizer actually holds (every
 tensor in ``optimizer.state``, moments, step counters and projector bases included), in all
@@ -29,6 +39,7 @@ or only for :func:`matrix_parameters` (what adapts the 36 matrices: GaLore's tar
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,16 +49,18 @@ from torch import nn
 __all__ = [
     "ENCODER_LINEARS",
     "METHODS",
+    "CorDASettings",
     "GaLoreSettings",
     "LoRASettings",
     "Prepared",
+    "SVFitSettings",
     "matrix_parameters",
     "optimizer_state_bytes",
     "prepare_method",
     "trainable_parameters",
 ]
 
-METHODS = ("full", "galore", "lora")
+METHODS = ("full", "galore", "lora", "svfit", "corda_kpm", "corda_ipm")
 
 #: Qualified-name pattern (anchored at the end) of the 36 encoder matrices of MiniLM.
 ENCODER_LINEARS = (r"encoder\.layer\.\d+\.(attention\.self\.(query|key|value)"
@@ -71,6 +84,25 @@ class LoRASettings:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class SVFitSettings:
+    """SVFit options: ``rank``/``energy`` of :class:`~subspace_peft.adapters.SVFitConfig`
+    (both ``None``: every singular value is trained)."""
+
+    rank: int | None = None
+    energy: float | None = None
+
+
+@dataclass(frozen=True)
+class CorDASettings:
+    """CorDA options: rank 8 (LoRA's), scaling 1, no dropout (the output at init is exact);
+    ``calibration_batches`` training batches feed the input covariances."""
+
+    rank: int = 8
+    alpha: float | None = None
+    calibration_batches: int = 8
 
 
 @dataclass
@@ -114,9 +146,14 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer,
 
 def matrix_parameters(model: nn.Module) -> list[torch.Tensor]:
     """The trainable tensors that adapt the 36 encoder matrices (:data:`ENCODER_LINEARS`):
-    their weights (``full``, ``galore``), or their LoRA factors (``lora``)."""
+    their weights (``full``, ``galore``), their LoRA factors (``lora``) or their adapter
+    parameters (``svfit``, ``corda_*``)."""
     import re
 
+    from subspace_peft.adapters import AdapterModel
+
+    if isinstance(model, AdapterModel):
+        return model.adapter_parameters()
     pattern = re.compile(ENCODER_LINEARS)
     lora = [p for n, p in model.named_parameters()
             if p.requires_grad and "lora_" in n and pattern.search(n)]
@@ -135,19 +172,22 @@ def prepare_method(
     weight_decay: float = 0.0,
     galore: GaLoreSettings | None = None,
     lora: LoRASettings | None = None,
+    svfit: SVFitSettings | None = None,
+    corda: CorDASettings | None = None,
+    calibrate: Callable[[nn.Module], Any] | None = None,
 ) -> Prepared:
-    """Set ``model`` up for ``method`` (``full`` | ``galore`` | ``lora``) and build its
-    optimizer. ``model`` is a :class:`~subspace_peft.finetune.model.MiniLMClassifier`
-    (any module whose encoder matrices match :data:`ENCODER_LINEARS` and whose head is
-    named ``head``)."""
+    """Set ``model`` up for ``method`` (one of :data:`METHODS`) and build its optimizer.
+
+    ``model`` is a :class:`~subspace_peft.finetune.model.MiniLMClassifier` (any module whose
+    encoder matrices match :data:`ENCODER_LINEARS` and whose head is named ``head``).
+    ``calibrate(model)`` feeds calibration batches through the model; CorDA needs it.
+    """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     if not lr > 0:
         raise ValueError(f"lr: expected > 0, got {lr!r}")
     if method == "full":
-        params = [p for p in model.parameters() if p.requires_grad]
-        return Prepared(model, torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
-                        method)
+        return _adam_on_trainable(model, lr, weight_decay, method)
     if method == "galore":
         from subspace_peft.optim import GaLoreAdamW, galore_param_groups
 
@@ -160,7 +200,31 @@ def prepare_method(
             raise RuntimeError(f"galore: projected {projected} matrices, expected "
                                f"{_count_matrices(model)}")
         return Prepared(model, GaLoreAdamW(groups, lr=lr, weight_decay=weight_decay), method)
+    if method == "svfit":
+        from subspace_peft.adapters import SVFitConfig, SVFitModel
+
+        cfg = svfit or SVFitSettings()
+        wrapped = SVFitModel(model, SVFitConfig(target_modules=(ENCODER_LINEARS,),
+                                                modules_to_save=("head",), rank=cfg.rank,
+                                                energy=cfg.energy))
+        return _adam_on_trainable(wrapped, lr, weight_decay, method)
+    if method.startswith("corda_"):
+        from subspace_peft.adapters import CorDAConfig, CorDAModel
+
+        if calibrate is None:
+            raise ValueError(f"calibrate: method {method!r} needs calibration batches, got None")
+        cfg = corda or CorDASettings()
+        config = CorDAConfig(target_modules=(ENCODER_LINEARS,), modules_to_save=("head",),
+                             rank=cfg.rank, mode=method.removeprefix("corda_"), alpha=cfg.alpha)
+        wrapped = CorDAModel.calibrate(model, config, lambda: calibrate(model))
+        return _adam_on_trainable(wrapped, lr, weight_decay, method)
     return _prepare_lora(model, lr, weight_decay, lora or LoRASettings())
+
+
+def _adam_on_trainable(model: nn.Module, lr: float, weight_decay: float, method: str
+                       ) -> Prepared:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return Prepared(model, torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay), method)
 
 
 def _count_matrices(model: nn.Module) -> int:
@@ -186,7 +250,4 @@ def _prepare_lora(model: nn.Module, lr: float, weight_decay: float,
         modules_to_save=["head"],
         bias="none",
     )
-    wrapped = get_peft_model(model, config)
-    params = [p for p in wrapped.parameters() if p.requires_grad]
-    return Prepared(wrapped, torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay),
-                    "lora")
+    return _adam_on_trainable(get_peft_model(model, config), lr, weight_decay, "lora")

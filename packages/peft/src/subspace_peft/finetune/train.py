@@ -22,8 +22,10 @@ from torch import nn
 
 from subspace_peft.finetune.data import Encoded, collate, eval_batches, train_batches
 from subspace_peft.finetune.methods import (
+    CorDASettings,
     GaLoreSettings,
     LoRASettings,
+    SVFitSettings,
     matrix_parameters,
     optimizer_state_bytes,
     prepare_method,
@@ -51,6 +53,8 @@ class FinetuneConfig:
     dropout: float = 0.1
     galore: GaLoreSettings = field(default_factory=GaLoreSettings)
     lora: LoRASettings = field(default_factory=LoRASettings)
+    svfit: SVFitSettings = field(default_factory=SVFitSettings)
+    corda: CorDASettings = field(default_factory=CorDASettings)
 
 
 @dataclass
@@ -116,6 +120,22 @@ def _restore(model: nn.Module, snap: dict[str, torch.Tensor]) -> None:
             params[n].copy_(v)
 
 
+def _calibration(train: Encoded, cfg: FinetuneConfig, device: torch.device | str):
+    """The first ``cfg.corda.calibration_batches`` training batches in a fixed, seeded order
+    (a generator of its own, so the training batch order is the same for every method)."""
+
+    @torch.no_grad()
+    def run(model: nn.Module) -> None:
+        generator = torch.Generator().manual_seed(cfg.seed + 1)
+        for i, idx in enumerate(train_batches(train, cfg.batch_size, generator)):
+            if i >= cfg.corda.calibration_batches:
+                break
+            inputs, _ = collate(train, idx, device)
+            model(**inputs)
+
+    return run
+
+
 def finetune(
     cfg: FinetuneConfig,
     train: Encoded,
@@ -137,7 +157,9 @@ def finetune(
     model = build_classifier(num_classes, seed=cfg.seed, encoder=encoder,
                              dropout=cfg.dropout).to(device)
     prepared = prepare_method(cfg.method, model, cfg.lr, weight_decay=cfg.weight_decay,
-                              galore=cfg.galore, lora=cfg.lora)
+                              galore=cfg.galore, lora=cfg.lora, svfit=cfg.svfit,
+                              corda=cfg.corda,
+                              calibrate=_calibration(train, cfg, device))
     model, optimizer = prepared.model, prepared.optimizer
     per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = per_epoch * cfg.epochs
