@@ -6,6 +6,10 @@
 * :mod:`.svfit` — SVFit: train the top-r singular values of each weight.
 * :mod:`.corda` — CorDA: context-oriented decomposition, knowledge-preserved (``kpm``) and
   instruction-previewed (``ipm``) modes.
+* :mod:`.eora` — EoRA: training-free low-rank compensation of a compressed model, fitted in
+  the eigenspace of each layer's input covariance (and the plain-SVD baseline).
+* :mod:`.compress` — the compressions EoRA compensates (group-wise RTN quantisation,
+  magnitude / Wanda / N:M pruning), applied in place.
 * :mod:`.export` — export a LoRA-form adapter as a Hugging Face ``peft`` LoRA folder.
 
 Importing this package registers the built-in methods with :func:`load_adapter`.
@@ -31,11 +35,9 @@ from subspace_peft.adapters.corda import (
     CorDAModel,
     corda_decompose,
 )
+from subspace_peft.adapters.eora import EoRAConfig, EoRALinear, EoRAModel, eora_fit, svd_fit
 from subspace_peft.adapters.export import export_peft_lora, peft_lora_config
 from subspace_peft.adapters.svfit import SVFitConfig, SVFitLinear, SVFitModel, select_rank
-
-# Further methods (each in its own folder, registered on import) are added below this line,
-# e.g. ``from subspace_peft.adapters.eora import ...`` (owned by the EoRA work).
 
 __all__ = [
     "ADAPTER_FORMAT",
@@ -46,6 +48,9 @@ __all__ = [
     "CorDADecomposition",
     "CorDALinear",
     "CorDAModel",
+    "EoRAConfig",
+    "EoRALinear",
+    "EoRAModel",
     "InputCovariance",
     "SVFitConfig",
     "SVFitLinear",
@@ -53,6 +58,7 @@ __all__ = [
     "adapter_methods",
     "collect_input_covariance",
     "corda_decompose",
+    "eora_fit",
     "export_peft_lora",
     "find_targets",
     "load_adapter",
@@ -60,4 +66,5 @@ __all__ = [
     "peft_lora_config",
     "register_adapter_method",
     "select_rank",
+    "svd_fit",
 ]

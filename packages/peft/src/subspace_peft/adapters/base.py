@@ -76,7 +76,7 @@ _REGISTRY: dict[str, type[AdapterModel]] = {}
 
 
 # --------------------------------------------------------------------------- selection
-def _patterns(name: str, value: str | Sequence[str]) -> tuple[str, ...]:
+def check_patterns(name: str, value: str | Sequence[str]) -> tuple[str, ...]:
     """Normalise a pattern argument to a tuple of compiled-checked regex strings."""
     items = (value,) if isinstance(value, str) else tuple(value)
     if not items or not all(isinstance(p, str) and p for p in items):
@@ -106,7 +106,7 @@ def find_targets(model: nn.Module, patterns: str | Sequence[str]) -> list[str]:
         TypeError: a pattern selected a module that is not an ``nn.Linear`` (or is already an
             adapter layer).
     """
-    items = _patterns("target_modules", patterns)
+    items = check_patterns("target_modules", patterns)
     names = []
     for name, module in model.named_modules():
         if not name_matches(name, items):
@@ -243,12 +243,12 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         value = self.target_modules
         self.target_modules = value if isinstance(value, str) else tuple(value)
-        _patterns("target_modules", self.target_modules)
+        check_patterns("target_modules", self.target_modules)
         if isinstance(self.modules_to_save, str):
             self.modules_to_save = (self.modules_to_save,)
         self.modules_to_save = tuple(self.modules_to_save)
         if self.modules_to_save:
-            _patterns("modules_to_save", self.modules_to_save)
+            check_patterns("modules_to_save", self.modules_to_save)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples become lists)."""

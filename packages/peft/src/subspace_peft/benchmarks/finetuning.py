@@ -43,14 +43,19 @@ import torch
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 
-__all__ = ["FULL", "LABELS", "LR_SWEEP", "MINILM_SENTIMENT", "QUICK", "TUNED_LR",
-           "run_minilm_sentiment"]
+__all__ = ["ADAPTER_METHODS", "FULL", "LABELS", "LR_SWEEP", "MINILM_ADAPTERS",
+           "MINILM_SENTIMENT", "QUICK", "TUNED_LR", "run_minilm_adapters", "run_minilm_sentiment"]
 
 LABELS = {
     "galore": "GaLore (r=8, AdamW)",
     "full": "Full fine-tuning (AdamW)",
     "lora": "LoRA (r=8, HF peft)",
+    "svfit": "SVFit (all singular values)",
+    "corda_kpm": "CorDA KPM (r=8)",
+    "corda_ipm": "CorDA IPM (r=8)",
 }
+#: The methods of ``peft/minilm_adapters``: SVFit first (the method), then its baselines.
+ADAPTER_METHODS = ("svfit", "lora", "corda_kpm", "corda_ipm", "full")
 #: Learning rates swept in the full setting (validation accuracy decides; results in the
 #: module docstring).
 LR_SWEEP = {
@@ -91,7 +96,10 @@ def _tail_mean(losses: list[float]) -> float:
     return sum(tail) / len(tail)
 
 
-def run_minilm_sentiment(ctx: BenchContext) -> list[Measurement]:
+def _run_methods(ctx: BenchContext, methods: tuple[str, ...], summary_file: str
+                 ) -> tuple[str, dict, list[Measurement]]:
+    """Fine-tune each of ``methods`` at its :data:`TUNED_LR` on one data setting; the rows
+    every method gets, and the raw results by method (also written to ``summary_file``)."""
     from subspace_peft.finetune import FinetuneConfig, finetune
     from subspace_peft.hf import load_minilm, load_minilm_tokenizer
 
@@ -103,7 +111,7 @@ def run_minilm_sentiment(ctx: BenchContext) -> list[Measurement]:
     case = (f"MiniLM-L6 rotten_tomatoes, {settings['epochs']} epoch(s) x {n_train:,} "
             f"(batch {settings['batch_size']})")
     results = {}
-    for name in ("full", "galore", "lora"):
+    for name in methods:
         cfg = FinetuneConfig(name, TUNED_LR[name], epochs=settings["epochs"],
                              batch_size=settings["batch_size"])
         results[name] = finetune(cfg, data["train"], data["validation"], data["test"],
@@ -138,7 +146,27 @@ def run_minilm_sentiment(ctx: BenchContext) -> list[Measurement]:
             "train_seconds": r.train_seconds, "losses": r.losses,
         }
     ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / "peft_minilm_sentiment.json").write_text(json.dumps(summary, indent=2))
+    (ctx.out_dir / summary_file).write_text(json.dumps(summary, indent=2))
+    return case, results, rows
+
+
+def run_minilm_sentiment(ctx: BenchContext) -> list[Measurement]:
+    """GaLore vs full fine-tuning vs LoRA (issue 4's table)."""
+    return _run_methods(ctx, ("full", "galore", "lora"), "peft_minilm_sentiment.json")[2]
+
+
+def run_minilm_adapters(ctx: BenchContext) -> list[Measurement]:
+    """SVFit vs LoRA, CorDA (both modes) and full fine-tuning: accuracy vs trainable
+    parameters; adds SVFit's accuracy gap to LoRA and LoRA's trainable-parameter multiple of
+    SVFit's (target: gap >= 0 with a multiple >= 10)."""
+    case, results, rows = _run_methods(ctx, ADAPTER_METHODS, "peft_minilm_adapters.json")
+    svfit, lora = results["svfit"], results["lora"]
+    rows += [
+        Measurement(case, LABELS["svfit"], "test_acc_vs_lora",
+                    100.0 * (svfit.test_accuracy - lora.test_accuracy), "pts", True),
+        Measurement(case, LABELS["svfit"], "lora_params_multiple",
+                    lora.trainable_params / svfit.trainable_params, "x", True),
+    ]
     return rows
 
 
@@ -152,5 +180,18 @@ MINILM_SENTIMENT = register_benchmark(
         "harness: GaLore vs full fine-tuning (AdamW) vs LoRA (HF peft): test accuracy, "
         "optimizer-state bytes, trainable parameters, train time. Target: GaLore within 1 "
         "point of full fine-tuning.",
+    )
+)
+
+MINILM_ADAPTERS = register_benchmark(
+    Benchmark(
+        name="peft/minilm_adapters",
+        method=LABELS["svfit"],
+        baselines=tuple(LABELS[m] for m in ADAPTER_METHODS[1:]),
+        run=run_minilm_adapters,
+        description="all-MiniLM-L6-v2 fine-tuned for Rotten Tomatoes sentiment on the same "
+        "harness by the weight-subspace adapters (SVFit, CorDA KPM/IPM) vs LoRA (HF peft) and "
+        "full fine-tuning: test accuracy vs trainable parameters. Target: SVFit >= LoRA's "
+        "accuracy with >= 10x fewer trainable parameters.",
     )
 )
