@@ -4,6 +4,7 @@ from subspace_peft import data as _data  # noqa: F401  rotten_tomatoes, all_mini
 from subspace_peft import smollm2 as _smollm2  # noqa: F401  smollm2_135m_instruct weights
 from subspace_peft.benchmarks import eora as _eora  # noqa: F401  peft/eora_smollm2
 from subspace_peft.benchmarks import finetuning as _finetuning  # noqa: F401  peft/minilm_{sentiment,adapters}
+from subspace_peft.benchmarks import intrinsic as _intrinsic  # noqa: F401  peft/intrinsic_dimension
 from subspace_peft.benchmarks import measured_memory as _measured  # noqa: F401  peft/measured_memory
 from subspace_peft.benchmarks import optimizer_memory as _memory  # noqa: F401  peft/optimizer_memory
 from subspace_peft.benchmarks import pretraining as _pretraining  # noqa: F401  decoder_pretraining

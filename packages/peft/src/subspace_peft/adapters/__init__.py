@@ -10,6 +10,9 @@
   the eigenspace of each layer's input covariance (and the plain-SVD baseline).
 * :mod:`.compress` — the compressions EoRA compensates (group-wise RTN quantisation,
   magnitude / Wanda / N:M pruning), applied in place.
+* :mod:`.flora` — FLoRA: a Tucker core for N-d (conv) weight updates, structure kept.
+* :mod:`.intrinsic` — training in a random subspace (dense / Fastfood projections) and the
+  search for ``d_int90``.
 * :mod:`.export` — export a LoRA-form adapter as a Hugging Face ``peft`` LoRA folder.
 
 Importing this package registers the built-in methods with :func:`load_adapter`.
@@ -37,6 +40,14 @@ from subspace_peft.adapters.corda import (
 )
 from subspace_peft.adapters.eora import EoRAConfig, EoRALinear, EoRAModel, eora_fit, svd_fit
 from subspace_peft.adapters.export import export_peft_lora, peft_lora_config
+from subspace_peft.adapters.flora import FLoRAConfig, FLoRALayer, FLoRAModel
+from subspace_peft.adapters.intrinsic import (
+    DenseProjection,
+    FastfoodProjection,
+    IntrinsicConfig,
+    IntrinsicModel,
+    find_intrinsic_dimension,
+)
 from subspace_peft.adapters.svfit import SVFitConfig, SVFitLinear, SVFitModel, select_rank
 
 __all__ = [
@@ -48,10 +59,17 @@ __all__ = [
     "CorDADecomposition",
     "CorDALinear",
     "CorDAModel",
+    "DenseProjection",
     "EoRAConfig",
     "EoRALinear",
     "EoRAModel",
+    "FLoRAConfig",
+    "FLoRALayer",
+    "FLoRAModel",
+    "FastfoodProjection",
     "InputCovariance",
+    "IntrinsicConfig",
+    "IntrinsicModel",
     "SVFitConfig",
     "SVFitLinear",
     "SVFitModel",
@@ -60,6 +78,7 @@ __all__ = [
     "corda_decompose",
     "eora_fit",
     "export_peft_lora",
+    "find_intrinsic_dimension",
     "find_targets",
     "load_adapter",
     "name_matches",

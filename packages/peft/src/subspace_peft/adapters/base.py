@@ -97,16 +97,17 @@ def name_matches(name: str, patterns: str | Sequence[str]) -> bool:
     return any(re.fullmatch(rf"(?:.*\.)?(?:{p})", name) for p in items)
 
 
-def find_targets(model: nn.Module, patterns: str | Sequence[str]) -> list[str]:
-    """Qualified names (in ``named_modules`` order) of the ``nn.Linear`` layers of ``model``
-    selected by ``patterns``.
+def find_targets(model: nn.Module, patterns: str | Sequence[str],
+                 types: tuple[type[nn.Module], ...] = (nn.Linear,)) -> list[str]:
+    """Qualified names (in ``named_modules`` order) of the modules of ``model`` selected by
+    ``patterns``; each must be an instance of one of ``types`` (``nn.Linear`` by default).
 
     Raises:
         ValueError: a pattern is invalid, or nothing matched, or the root module matched.
-        TypeError: a pattern selected a module that is not an ``nn.Linear`` (or is already an
-            adapter layer).
+        TypeError: a pattern selected a module of another type (or an adapter layer).
     """
     items = check_patterns("target_modules", patterns)
+    expected = " / ".join(f"nn.{t.__name__}" for t in types)
     names = []
     for name, module in model.named_modules():
         if not name_matches(name, items):
@@ -114,17 +115,17 @@ def find_targets(model: nn.Module, patterns: str | Sequence[str]) -> list[str]:
         if isinstance(module, AdapterLayer):
             raise TypeError(f"target_modules: {name!r} is already an adapter layer "
                             f"({type(module).__name__}); unload or merge the adapter first")
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, types):
             raise TypeError(f"target_modules: {name!r} matched a {type(module).__name__}, "
-                            "expected nn.Linear (make the pattern select the linear itself)")
+                            f"expected {expected} (make the pattern select that module itself)")
         names.append(name)
     if "" in names:
         raise ValueError("target_modules: the model itself is the target; wrap it in a "
                          "container module (e.g. nn.Sequential) first")
     if not names:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:6]
-        raise ValueError(f"target_modules: {items} matched no nn.Linear of the "
-                         f"{type(model).__name__}; its linears are named like {linears}")
+        found = [n for n, m in model.named_modules() if isinstance(m, types)][:6]
+        raise ValueError(f"target_modules: {items} matched no {expected} of the "
+                         f"{type(model).__name__}; candidates are named like {found}")
     return names
 
 
@@ -226,8 +227,31 @@ def collect_input_covariance(
 
 
 # --------------------------------------------------------------------------- config
+class DictConfig:
+    """Mixin of the adapter config dataclasses: a JSON-ready dict round trip (saved in the
+    adapter file's metadata)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """Inverse of :meth:`to_dict`; unknown keys raise."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; expected a subset of "
+                             f"{sorted(known)}")
+        return cls(**data)
+
+
 @dataclass(kw_only=True)
-class AdapterConfig:
+class AdapterConfig(DictConfig):
     """Options shared by every adapter method.
 
     Attributes:
@@ -249,24 +273,6 @@ class AdapterConfig:
         self.modules_to_save = tuple(self.modules_to_save)
         if self.modules_to_save:
             check_patterns("modules_to_save", self.modules_to_save)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples become lists)."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AdapterConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown fields {unknown}; expected a subset of "
-                             f"{sorted(known)}")
-        return cls(**data)
 
 
 # --------------------------------------------------------------------------- layer
@@ -303,16 +309,21 @@ class AdapterLayer(nn.Module):
 
     trainable_names: ClassVar[tuple[str, ...]] = ()
     rebuild_names: ClassVar[tuple[str, ...]] = ()
+    #: module types the method can wrap (a method adapting convolutions widens it)
+    target_types: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
 
-    def __init__(self, base_layer: nn.Linear) -> None:
+    def __init__(self, base_layer: nn.Module) -> None:
         super().__init__()
-        if not isinstance(base_layer, nn.Linear):
-            raise TypeError(f"base_layer: expected nn.Linear, got {type(base_layer).__name__}")
+        if not isinstance(base_layer, self.target_types):
+            raise TypeError(f"base_layer: expected one of "
+                            f"{[t.__name__ for t in self.target_types]}, got "
+                            f"{type(base_layer).__name__}")
         self.base_layer = base_layer
         for p in base_layer.parameters():
             p.requires_grad_(False)
-        self.in_features = base_layer.in_features
-        self.out_features = base_layer.out_features
+        # a convolution's channel counts play the role of a linear's feature counts
+        self.in_features = getattr(base_layer, "in_features", None) or base_layer.in_channels
+        self.out_features = getattr(base_layer, "out_features", None) or base_layer.out_channels
 
     # Code written for nn.Linear (e.g. dtype look-ups in transformers) reads these.
     @property
@@ -411,6 +422,8 @@ class AdapterModel(nn.Module):
 
     method: ClassVar[str] = ""
     config_class: ClassVar[type[AdapterConfig]] = AdapterConfig
+    #: module types :func:`find_targets` may select for this method
+    target_types: ClassVar[tuple[type[nn.Module], ...]] = (nn.Linear,)
 
     def __init__(self, model: nn.Module, config: AdapterConfig,
                  layer_factory: LayerFactory) -> None:
@@ -418,7 +431,7 @@ class AdapterModel(nn.Module):
         if not isinstance(config, self.config_class):
             raise TypeError(f"config: expected {self.config_class.__name__}, got "
                             f"{type(config).__name__}")
-        names = find_targets(model, config.target_modules)
+        names = find_targets(model, config.target_modules, self.target_types)
         saved = self._find_modules_to_save(model, config, names)
         self.model = model
         self.config = config
@@ -578,13 +591,18 @@ class AdapterModel(nn.Module):
                    layer_meta: Mapping[str, Mapping[str, Any]],
                    saved_modules: Mapping[str, Mapping[str, torch.Tensor]]) -> AdapterModel:
         """Rebuild on ``model`` (the original base) from per-layer saved tensors."""
-        targets = find_targets(model, config.target_modules)
+        targets = find_targets(model, config.target_modules, cls.target_types)
         if sorted(targets) != sorted(states):
             raise ValueError(f"load_adapter: the adapter holds layers {sorted(states)[:4]}... "
                              f"({len(states)}) but the config selects {sorted(targets)[:4]}... "
                              f"({len(targets)}) in this model")
         modules = dict(model.named_modules())
         for name in targets:
+            expected = layer_meta[name].get("weight_shape")
+            actual = list(modules[name].weight.shape)
+            if expected is not None and actual != [int(n) for n in expected]:
+                raise ValueError(f"load_adapter: {name!r} has a weight of shape {actual}, the "
+                                 f"adapter was made for {expected}")
             _check_fingerprint(name, layer_meta[name]["fingerprint"], modules[name].weight)
         self = cls.__new__(cls)
         AdapterModel.__init__(self, model, config, cls._saved_layer_factory(config, states,
