@@ -2,6 +2,7 @@
 
 from subspace_peft import data as _data  # noqa: F401  rotten_tomatoes, all_minilm_l6_v2
 from subspace_peft import smollm2 as _smollm2  # noqa: F401  smollm2_135m_instruct weights
+from subspace_peft.adapters import pretrained as _adapters  # noqa: F401  shipped adapters, rt_sentiment
 from subspace_peft.benchmarks import eora as _eora  # noqa: F401  peft/eora_smollm2
 from subspace_peft.benchmarks import finetuning as _finetuning  # noqa: F401  peft/minilm_{sentiment,adapters}
 from subspace_peft.benchmarks import intrinsic as _intrinsic  # noqa: F401  peft/intrinsic_dimension

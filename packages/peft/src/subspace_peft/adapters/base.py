@@ -552,6 +552,19 @@ class AdapterModel(nn.Module):
                 out[f"modules_to_save.{name}.{key}"] = value.detach()
         return out
 
+    def load_adapter_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Inverse of :meth:`adapter_state_dict` on this (already built) adapter: copy every
+        layer's trainable tensors and the saved modules' state in place (strict: names and
+        shapes must match)."""
+        self._check_live()
+        states, saved = _split_state(state, list(self._layer_names), list(self._saved_names))
+        with torch.no_grad():
+            for name, layer in self.adapter_layers().items():
+                layer.load_adapter_state(states[name])
+        modules = dict(self.model.named_modules())
+        for name in self._saved_names:
+            modules[name].load_state_dict(saved[name], strict=True)
+
     def adapter_metadata(self) -> dict[str, Any]:
         """JSON-ready description written next to the tensors."""
         layers = self.adapter_layers()

@@ -79,6 +79,7 @@ class FinetuneResult:
     best_epoch: int
     val_accuracy: float | None
     test_accuracy: float | None
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, total: int, warmup: int
@@ -149,7 +150,8 @@ def finetune(
     """Train a fresh classifier with ``cfg.method`` on ``train``; see the module docstring.
 
     ``encoder`` (deep-copied, never modified) saves reloading the MiniLM files per run.
-    ``max_steps`` stops early (tests); the schedule then spans ``max_steps``.
+    ``max_steps`` stops early (tests); the schedule then spans ``max_steps``. The trained
+    model (the method's wrapper, at the best-validation epoch) is ``result.model``.
     """
     if cfg.epochs < 1:
         raise ValueError(f"epochs: expected >= 1, got {cfg.epochs}")
@@ -217,4 +219,5 @@ def finetune(
         best_epoch=best_epoch,
         val_accuracy=best if validation is not None else None,
         test_accuracy=test_acc,
+        model=model,
     )
