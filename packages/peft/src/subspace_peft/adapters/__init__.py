@@ -13,6 +13,8 @@
 * :mod:`.flora` — FLoRA: a Tucker core for N-d (conv) weight updates, structure kept.
 * :mod:`.intrinsic` — training in a random subspace (dense / Fastfood projections) and the
   search for ``d_int90``.
+* :mod:`.sara` — SaRA: the smallest pretrained weights as a sparse trainable set with a
+  nuclear-norm penalty, re-selected progressively.
 * :mod:`.export` — export a LoRA-form adapter as a Hugging Face ``peft`` LoRA folder.
 
 Importing this package registers the built-in methods with :func:`load_adapter`.
@@ -48,6 +50,7 @@ from subspace_peft.adapters.intrinsic import (
     IntrinsicModel,
     find_intrinsic_dimension,
 )
+from subspace_peft.adapters.sara import SaRAConfig, SaRALayer, SaRAModel, nuclear_norm
 from subspace_peft.adapters.svfit import SVFitConfig, SVFitLinear, SVFitModel, select_rank
 
 __all__ = [
@@ -73,6 +76,9 @@ __all__ = [
     "SVFitConfig",
     "SVFitLinear",
     "SVFitModel",
+    "SaRAConfig",
+    "SaRALayer",
+    "SaRAModel",
     "adapter_methods",
     "collect_input_covariance",
     "corda_decompose",
@@ -82,6 +88,7 @@ __all__ = [
     "find_targets",
     "load_adapter",
     "name_matches",
+    "nuclear_norm",
     "peft_lora_config",
     "register_adapter_method",
     "select_rank",
