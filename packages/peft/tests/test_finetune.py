@@ -203,8 +203,14 @@ def test_classifier_is_a_fresh_copy(minilm):
 
 
 def test_benchmark_registered():
-    bench = {b.name: b for b in list_benchmarks(["peft"])}["peft/minilm_sentiment"]
+    benches = {b.name: b for b in list_benchmarks(["peft"])}
+    bench = benches["peft/minilm_sentiment"]
     assert bench.method.startswith("GaLore") and len(bench.baselines) == 2
+    adapters = benches["peft/minilm_adapters"]
+    assert adapters.method.startswith("SVFit") and len(adapters.baselines) == 4
+    from subspace_peft.benchmarks.finetuning import ADAPTER_METHODS, TUNED_LR
+
+    assert set(ADAPTER_METHODS) <= set(TUNED_LR)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ the adapter) and the ``rt_sentiment`` protocol that scores them.
 ``peft/svfit_minilm.rotten_tomatoes``: SVFit on the 36 encoder matrices (every singular value,
 13,824 scalars) + the 2-way head (770), trained by
 :func:`subspace_peft.recipes.svfit_minilm_rt.train` on the ``peft/minilm_adapters`` harness
-setting (1 epoch of Rotten Tomatoes, lr 2e-2, the sweep's best validation accuracy).
+setting (1 epoch of Rotten Tomatoes, lr 4e-2, the sweep's best validation accuracy).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Benchmark ``peft/minilm_sentiment``: GaLore vs full fine-tuning vs LoRA on MiniLM.
+"""Benchmarks ``peft/minilm_sentiment`` (GaLore vs full fine-tuning vs LoRA) and
+``peft/minilm_adapters`` (SVFit and CorDA vs LoRA and full fine-tuning) on MiniLM.
 
 all-MiniLM-L6-v2 (22.6M parameters) + a linear head is fine-tuned for Rotten Tomatoes
 sentiment (``rotten_tomatoes``: 10,201 / 1,275 / 1,275 snippets) by each method on the same
@@ -29,6 +30,21 @@ LoRA 80.86 %); optimizer state 172.2 / 93.3 / 2.5 MiB, of which the 36 encoder m
 81.0 / 2.1 / 2.5 MiB (GaLore's remaining state is AdamW's on the 11.7M-entry word
 embedding, which it does not project). A training step costs the same for the three
 methods here (0.42-0.44 s for 32 snippets on 2 idle cores).
+
+``peft/minilm_adapters`` runs the same harness and setting for SVFit (every singular value of
+the 36 matrices: 13,824 + head 770 = 14,594 trainable), CorDA in both modes (rank 8,
+calibrated on 8 training batches: 332,546 trainable, as LoRA) and the LoRA / full rows above.
+Its learning rates come from a shorter sweep (same full setting, one thread, validation /
+test accuracy in %; ``runs/peft/sweep.py`` of the session that added them)::
+
+    SVFit            2e-2 80.24 / 79.06   *4e-2 80.86 / 79.69*  8e-2 78.27 / 79.61
+    CorDA KPM (r=8)  *1e-3 81.49 / 80.39*
+    CorDA IPM (r=8)  *1e-3 78.90 / 78.59*
+
+so at one epoch SVFit trails LoRA (82.43 / 80.86) by 1.6 validation and 1.2 test points with
+22.8x fewer trainable parameters: the issue's target (SVFit >= LoRA with >= 10x fewer) is
+not met in this budget. The instruction-previewed CorDA (adapting the principal components)
+is the weakest here; the knowledge-preserved mode is close to LoRA.
 
 ``quick`` checks the wiring (about 10 s of training per method; its accuracies, 67-73 %,
 are far from converged and say nothing about the comparison): 512 training and 256 test
@@ -62,9 +78,13 @@ LR_SWEEP = {
     "full": (5e-5, 1e-4, 2e-4, 4e-4),
     "galore": (1e-4, 2e-4, 4e-4, 8e-4),
     "lora": (5e-4, 1e-3, 2e-3, 4e-3),
+    "svfit": (2e-2, 4e-2, 8e-2),
+    "corda_kpm": (1e-3,),
+    "corda_ipm": (1e-3,),
 }
 #: The learning rate each method runs at (best validation accuracy in :data:`LR_SWEEP`).
-TUNED_LR = {"full": 2e-4, "galore": 4e-4, "lora": 2e-3}
+TUNED_LR = {"full": 2e-4, "galore": 4e-4, "lora": 2e-3, "svfit": 4e-2, "corda_kpm": 1e-3,
+            "corda_ipm": 1e-3}
 #: Sizes: train/validation/test examples (None = the whole split), epochs, batch size.
 FULL = {"train": None, "validation": None, "test": None, "epochs": 1, "batch_size": 32}
 QUICK = {"train": 512, "validation": 0, "test": 256, "epochs": 1, "batch_size": 16}
