@@ -37,6 +37,7 @@ an :class:`AdapterModel` subclass and registers the latter with
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -359,8 +360,14 @@ class AdapterLayer(nn.Module):
         w = self.original_weight().to(torch.float64) + B.to(torch.float64) @ A.to(torch.float64)
         return w.to(self.base_layer.weight.dtype)
 
-    def _linear(self, weight: torch.Tensor) -> nn.Linear:
+    def _module_with(self, weight: torch.Tensor) -> nn.Module:
+        """A plain module of the base layer's type with ``weight`` and the base's bias."""
         base = self.base_layer
+        if type(base) is not nn.Linear:  # convs etc.: keep every setting (stride, padding...)
+            out = copy.deepcopy(base)
+            with torch.no_grad():
+                out.weight.copy_(weight)
+            return out
         out = nn.Linear(self.in_features, self.out_features, bias=base.bias is not None,
                         device=base.weight.device, dtype=base.weight.dtype)
         with torch.no_grad():
@@ -369,13 +376,13 @@ class AdapterLayer(nn.Module):
                 out.bias.copy_(base.bias)
         return out
 
-    def merge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` computing this layer's current map."""
-        return self._linear(self.merged_weight())
+    def merge(self) -> nn.Module:
+        """A plain module of the base layer's type computing this layer's current map."""
+        return self._module_with(self.merged_weight())
 
-    def unmerge(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with the original weight and bias."""
-        return self._linear(self.original_weight())
+    def unmerge(self) -> nn.Module:
+        """A plain module of the base layer's type with the original weight and bias."""
+        return self._module_with(self.original_weight())
 
     def adapter_state(self) -> dict[str, torch.Tensor]:
         """The tensors to save: trainable ones and those needed to rebuild the layer."""

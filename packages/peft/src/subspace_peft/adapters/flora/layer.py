@@ -46,7 +46,6 @@ LoRA form: a linear target reports ``B = s U_0 G [out, r_1]``, ``A = U_1ᵀ [r_1
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -198,20 +197,6 @@ class FLoRALayer(AdapterLayer):
         core = self.core.to(torch.float64)
         delta = self.scale * tucker_compose(core, [U.to(torch.float64) for U in self.factors()])
         return (w + delta).to(self.base_layer.weight.dtype)
-
-    def _copy_with(self, weight: torch.Tensor) -> nn.Module:
-        out = copy.deepcopy(self.base_layer)
-        with torch.no_grad():
-            out.weight.copy_(weight)
-        return out
-
-    def merge(self) -> nn.Module:
-        """A plain module of the base layer's type computing this layer's current map."""
-        return self._copy_with(self.merged_weight())
-
-    def unmerge(self) -> nn.Module:
-        """A plain module of the base layer's type with the original weight and bias."""
-        return self._copy_with(self.original_weight())
 
     def extra_metadata(self) -> dict[str, Any]:
         return {"rank": self.rank, "ranks": list(self.ranks), "scale": self.scale,

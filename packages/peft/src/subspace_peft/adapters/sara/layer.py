@@ -51,7 +51,6 @@ Implementation choices:
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -278,22 +277,6 @@ class SaRALayer(AdapterLayer):
         err = float((D - B @ A).norm()) / total if total > 0 else 0.0
         dtype = self.base_layer.weight.dtype
         return B.to(dtype), A.to(dtype), err
-
-    def _copy_with(self, weight: torch.Tensor) -> nn.Module:
-        if not self.is_conv:
-            return self._linear(weight)
-        out = copy.deepcopy(self.base_layer)
-        with torch.no_grad():
-            out.weight.copy_(weight)
-        return out
-
-    def merge(self) -> nn.Module:
-        """A plain module of the base layer's type computing this layer's current map."""
-        return self._copy_with(self.merged_weight())
-
-    def unmerge(self) -> nn.Module:
-        """A plain module of the base layer's type with the original weight and bias."""
-        return self._copy_with(self.original_weight())
 
     # ------------------------------------------------------------------ save / load
     @torch.no_grad()
