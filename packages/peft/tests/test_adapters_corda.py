@@ -28,14 +28,6 @@ GEN = torch.Generator().manual_seed(3)
 IDS = [torch.randint(0, 100, (2, 11), generator=GEN) for _ in range(3)]
 
 
-def tiny_bert(seed: int = 0) -> nn.Module:
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, vocab_size=100,
-                                  max_position_embeddings=32, hidden_dropout_prob=0.0,
-                                  attention_probs_dropout_prob=0.0)
-    torch.manual_seed(seed)
-    return transformers.BertModel(cfg).eval()
-
 
 def mlp(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
@@ -132,7 +124,7 @@ def test_collected_covariance_is_xtx():
 
 # ------------------------------------------------------------------------ the layer / model
 @pytest.mark.parametrize("mode", ["kpm", "ipm"])
-def test_init_leaves_outputs_unchanged_on_bert(mode):
+def test_init_leaves_outputs_unchanged_on_bert(mode, tiny_bert):
     bert = tiny_bert()
     x = torch.randint(0, 100, (3, 9), generator=GEN)
     ref = bert(x)
@@ -159,7 +151,7 @@ def test_init_leaves_outputs_unchanged_on_sequential_and_with_alpha():
     torch.testing.assert_close(layer.merged_weight(), layer.original_weight(), **TOL)
 
 
-def test_only_lora_pairs_train_with_r_times_in_plus_out_parameters():
+def test_only_lora_pairs_train_with_r_times_in_plus_out_parameters(tiny_bert):
     bert = tiny_bert()
     r = 4
     adapted = CorDAModel.calibrate(bert, CorDAConfig(target_modules=ENCODER_LINEARS, rank=r),
@@ -192,7 +184,7 @@ def test_rank_and_covariance_errors():
         CorDALinear(nn.Linear(4, 3), torch.zeros(2, 5), torch.zeros(3, 2))
 
 
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(tmp_path, tiny_bert):
     bert = tiny_bert()
     cfg = CorDAConfig(target_modules=ENCODER_LINEARS, rank=3, mode="ipm",
                       modules_to_save=(r"pooler\.dense",))

@@ -25,14 +25,6 @@ GEN = torch.Generator().manual_seed(5)
 IDS = [torch.randint(0, 100, (2, 10), generator=GEN) for _ in range(3)]
 
 
-def tiny_bert(seed: int = 0) -> nn.Module:
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, vocab_size=100,
-                                  max_position_embeddings=32, hidden_dropout_prob=0.0,
-                                  attention_probs_dropout_prob=0.0)
-    torch.manual_seed(seed)
-    return transformers.BertModel(cfg).eval()
-
 
 def mlp(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
@@ -60,7 +52,7 @@ def build(method: str, bert: nn.Module):
 
 
 @pytest.mark.parametrize("method", ["svfit", "corda_kpm", "corda_ipm"])
-def test_exported_adapter_loads_in_peft_with_the_same_outputs(method, tmp_path):
+def test_exported_adapter_loads_in_peft_with_the_same_outputs(method, tmp_path, tiny_bert):
     bert = tiny_bert()
     probe = IDS[2]
     original = bert(probe)

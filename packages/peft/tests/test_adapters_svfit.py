@@ -22,15 +22,6 @@ transformers = pytest.importorskip("transformers")
 TOL = {"atol": 1e-5, "rtol": 1e-5}
 
 
-def tiny_bert(seed: int = 0) -> nn.Module:
-    """BertModel with hidden 32, 2 layers, dropout off; the same weights for the same seed."""
-    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                  intermediate_size=64, vocab_size=100,
-                                  max_position_embeddings=32, hidden_dropout_prob=0.0,
-                                  attention_probs_dropout_prob=0.0)
-    torch.manual_seed(seed)
-    return transformers.BertModel(cfg).eval()
-
 
 def mlp(seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
@@ -41,9 +32,9 @@ def mlp(seed: int = 0) -> nn.Sequential:
 class Classifier(nn.Module):
     """MiniLMClassifier-shaped wrapper: ``encoder`` (a BertModel) and a ``head``."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, encoder: nn.Module) -> None:
         super().__init__()
-        self.encoder = tiny_bert(seed)
+        self.encoder = encoder
         self.head = nn.Linear(32, 2)
 
     def forward(self, input_ids):
@@ -54,12 +45,12 @@ IDS = torch.randint(0, 100, (3, 9), generator=torch.Generator().manual_seed(1))
 
 
 # ------------------------------------------------------------------------ target selection
-def test_encoder_linears_pattern_selects_the_encoder_matrices():
+def test_encoder_linears_pattern_selects_the_encoder_matrices(tiny_bert):
     bert = tiny_bert()
     names = find_targets(bert, ENCODER_LINEARS)
     assert len(names) == 12 and all(n.startswith("encoder.layer.") for n in names)
     assert "pooler.dense" not in names
-    wrapped = find_targets(Classifier(), ENCODER_LINEARS)  # one level deeper, as MiniLM's
+    wrapped = find_targets(Classifier(tiny_bert()), ENCODER_LINEARS)  # one level deeper, as MiniLM's
     assert wrapped == ["encoder." + n for n in names]
     assert find_targets(mlp(), r"0|2|4") == ["0", "2", "4"]
     assert find_targets(bert, "query") == [f"encoder.layer.{i}.attention.self.query"
@@ -139,7 +130,7 @@ def test_merged_weight_after_a_change_of_s_is_u_diag_s_prime_vt():
     torch.testing.assert_close(lin.weight + B @ A, merged.weight, **TOL)
 
 
-def test_select_rank_by_energy_matches_the_formula():
+def test_select_rank_by_energy_matches_the_formula(tiny_bert):
     s = torch.tensor([4.0, 2.0, 1.0, 0.5])  # energies 16, 4, 1, .25 of 21.25
     assert select_rank(s, energy=16 / 21.25) == 1
     assert select_rank(s, energy=0.9) == 2  # 20/21.25 = .941
@@ -155,7 +146,7 @@ def test_select_rank_by_energy_matches_the_formula():
 
 # ------------------------------------------------------------------------ init and training
 @pytest.mark.parametrize("options", [{}, {"rank": 3}, {"energy": 0.8}])
-def test_init_leaves_outputs_unchanged(options):
+def test_init_leaves_outputs_unchanged(options, tiny_bert):
     bert = tiny_bert()
     ref = bert(IDS)
     adapted = SVFitModel(bert, SVFitConfig(target_modules=ENCODER_LINEARS, **options))
@@ -186,8 +177,8 @@ def test_forward_paths_agree_with_the_formula_in_value_and_gradient():
         torch.testing.assert_close(layer.delta_s.grad, delta.grad, **TOL)
 
 
-def test_only_singular_values_and_saved_modules_train():
-    model = Classifier()
+def test_only_singular_values_and_saved_modules_train(tiny_bert):
+    model = Classifier(tiny_bert())
     adapted = SVFitModel(model, SVFitConfig(target_modules=ENCODER_LINEARS, rank=5,
                                             modules_to_save=("head",)))
     adapter_params = adapted.adapter_parameters()
@@ -215,7 +206,7 @@ def _train(adapted: AdapterModel, steps: int = 3, lr: float = 0.05) -> None:
         opt.step()
 
 
-def test_save_load_round_trip(tmp_path):
+def test_save_load_round_trip(tmp_path, tiny_bert):
     bert = tiny_bert()
     ref = bert(IDS).last_hidden_state.detach()
     adapted = SVFitModel(bert, SVFitConfig(target_modules=ENCODER_LINEARS, energy=0.9,
@@ -247,7 +238,7 @@ def test_save_load_round_trip(tmp_path):
         load_adapter(tiny_bert(), path)
 
 
-def test_merge_and_unload_give_plain_linears():
+def test_merge_and_unload_give_plain_linears(tiny_bert):
     bert = tiny_bert()
     ref = bert(IDS).last_hidden_state.detach()
     flags = {n: p.requires_grad for n, p in bert.named_parameters()}
