@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from subspace_core.linalg import robust_svd
+from subspace_core.linalg import robust_svd, select_by_energy
 from subspace_peft.adapters.base import AdapterLayer
 
 __all__ = ["SVFitLinear", "select_rank"]
@@ -59,13 +59,8 @@ def select_rank(singular_values: torch.Tensor, rank: int | None = None,
     if energy is not None:
         if not 0.0 < energy <= 1.0:
             raise ValueError(f"energy: expected a fraction in (0, 1], got {energy!r}")
-        e = singular_values.to(torch.float64) ** 2
-        total = float(e.sum())
-        if total == 0.0:
-            return 1
-        cum = torch.cumsum(e, 0) / total
-        # tolerate rounding so that energy=1 selects k, not "never reached"
-        return min(k, int((cum < energy - 1e-12).sum()) + 1)
+        # the core's energy rule (GPM's); an all-zero spectrum still trains one value
+        return max(1, select_by_energy(singular_values, energy))
     return k
 
 
