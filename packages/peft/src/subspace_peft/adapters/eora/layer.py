@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from subspace_core.linalg import robust_svd
 from subspace_peft.adapters.base import AdapterLayer, InputCovariance, lowrank_forward
 
 __all__ = [
@@ -219,7 +220,7 @@ def svd_fit(delta: torch.Tensor, rank: int) -> LowRankFit:
     ``B = U_r Σ_r``, ``A = V_rᵀ`` (the baseline EoRA is compared with)."""
     d = _check_delta(delta)
     r = _truncate(rank, d.shape)
-    U, S, Vh = torch.linalg.svd(d, full_matrices=False)
+    U, S, Vh = robust_svd(d)
     keep = _nonzero(S[:r], d.shape).to(_F64)
     B = U[:, :r] * (S[:r] * keep)[None, :]
     A = Vh[:r] * keep[:, None]
@@ -258,7 +259,7 @@ def eora_fit(delta: torch.Tensor,
     lam = scaling.eigenvalues.to(d.device)
     r = _truncate(rank, d.shape)
     weighted = d @ (q * lam.sqrt()[None, :])  # ΔW Q'
-    U, S, Vh = torch.linalg.svd(weighted, full_matrices=False)
+    U, S, Vh = robust_svd(weighted)
     U, S, Vh = U[:, :r], S[:r], Vh[:r]
     keep = _nonzero(S, weighted.shape)
     if solver == "projection":

@@ -59,6 +59,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from subspace_core.linalg import robust_svd
 from subspace_peft.adapters.base import AdapterLayer
 
 __all__ = ["SARA_TARGET_TYPES", "SaRALayer", "nuclear_norm", "select_small_weights"]
@@ -269,7 +270,7 @@ class SaRALayer(AdapterLayer):
             raise ValueError(f"rank: expected an int >= 1, got {rank!r}")
         delta = self.delta_weight().detach().to(torch.float64)
         D = delta.reshape(self.weight_shape[0], -1)
-        U, S, Vh = torch.linalg.svd(D, full_matrices=False)
+        U, S, Vh = robust_svd(D)
         r = min(rank, S.numel())
         B = U[:, :r] * S[:r]
         A = Vh[:r]
