@@ -6,6 +6,7 @@ from subspace_peft.adapters import pretrained as _adapters  # noqa: F401  shippe
 from subspace_peft.benchmarks import eora as _eora  # noqa: F401  peft/eora_smollm2
 from subspace_peft.benchmarks import finetuning as _finetuning  # noqa: F401  peft/minilm_{sentiment,adapters}
 from subspace_peft.benchmarks import intrinsic as _intrinsic  # noqa: F401  peft/intrinsic_dimension
+from subspace_peft.benchmarks import matryoshka_kv as _matryoshka_kv  # noqa: F401  peft/matryoshka_kv
 from subspace_peft.benchmarks import measured_memory as _measured  # noqa: F401  peft/measured_memory
 from subspace_peft.benchmarks import merging as _merging  # noqa: F401  peft/merging
 from subspace_peft.benchmarks import nm_sparsity as _nm_sparsity  # noqa: F401  peft/nm_sparsity

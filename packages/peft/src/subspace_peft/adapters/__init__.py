@@ -15,6 +15,8 @@
   search for ``d_int90``.
 * :mod:`.sara` — SaRA: the smallest pretrained weights as a sparse trainable set with a
   nuclear-norm penalty, re-selected progressively.
+* :mod:`.matryoshka_kv` — MatryoshkaKV: trainable orthogonal key / value projections with
+  nested ranks, compressing a decoder's KV cache.
 * :mod:`.export` — export a LoRA-form adapter as a Hugging Face ``peft`` LoRA folder.
 
 Importing this package registers the built-in methods with :func:`load_adapter`.
@@ -50,6 +52,11 @@ from subspace_peft.adapters.intrinsic import (
     IntrinsicModel,
     find_intrinsic_dimension,
 )
+from subspace_peft.adapters.matryoshka_kv import (
+    MatryoshkaKVAttention,
+    MatryoshkaKVConfig,
+    MatryoshkaKVModel,
+)
 from subspace_peft.adapters.sara import SaRAConfig, SaRALayer, SaRAModel, nuclear_norm
 from subspace_peft.adapters.svfit import SVFitConfig, SVFitLinear, SVFitModel, select_rank
 
@@ -73,6 +80,9 @@ __all__ = [
     "InputCovariance",
     "IntrinsicConfig",
     "IntrinsicModel",
+    "MatryoshkaKVAttention",
+    "MatryoshkaKVConfig",
+    "MatryoshkaKVModel",
     "SVFitConfig",
     "SVFitLinear",
     "SVFitModel",

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from subspace_peft.adapters.base import AdapterModel
+from subspace_peft.adapters.matryoshka_kv import MatryoshkaKVModel
 
 __all__ = ["ShippedAdapter"]
 
@@ -23,10 +24,11 @@ __all__ = ["ShippedAdapter"]
 class ShippedAdapter(nn.Module):
     """Wraps ``adapter``; calls go to the adapted model, the state is the adapter's only."""
 
-    def __init__(self, adapter: AdapterModel) -> None:
+    def __init__(self, adapter: AdapterModel | MatryoshkaKVModel) -> None:
         super().__init__()
-        if not isinstance(adapter, AdapterModel):
-            raise TypeError(f"adapter: expected an AdapterModel, got {type(adapter).__name__}")
+        if not isinstance(adapter, AdapterModel | MatryoshkaKVModel):
+            raise TypeError(f"adapter: expected an AdapterModel or a MatryoshkaKVModel, got "
+                            f"{type(adapter).__name__}")
         self.adapter = adapter
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:

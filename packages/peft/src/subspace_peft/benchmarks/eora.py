@@ -64,7 +64,6 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
-from torch import nn
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 from subspace_core.console import stderr_console
@@ -78,7 +77,7 @@ from subspace_peft.adapters.compress import (
     snapshot_weights,
 )
 from subspace_peft.adapters.eora import EoRAConfig, EoRAModel, eigen_scaling, weighted_residuals
-from subspace_peft.models.perplexity import eval_windows, perplexity
+from subspace_peft.models.perplexity import CausalLMLogits, eval_windows, perplexity, token_stream
 
 __all__ = ["EORA_BENCH", "FULL", "LABELS", "QUICK", "TARGET_RANK", "EoRABenchConfig",
            "run_eora"]
@@ -129,26 +128,6 @@ QUICK = EoRABenchConfig(seq_len=256, calib_sequences=6, eval_windows=4, ranks=(6
                         layers=(0, 14, 29), calib_docs=120, eval_docs=120)
 
 
-class _Logits(nn.Module):
-    """``ids [B, T] -> logits [B, T, V]`` of a Hugging Face causal LM (for ``perplexity``)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=ids, use_cache=False).logits
-
-
-def _stream(tokenizer, texts: list[str]) -> torch.Tensor:
-    """The documents' tokens joined by the tokens of ``"\\n\\n"`` (1-D int64)."""
-    sep = tokenizer("\n\n", add_special_tokens=False).input_ids
-    ids: list[int] = []
-    for doc in tokenizer(texts, add_special_tokens=False).input_ids:
-        ids += doc + sep
-    return torch.tensor(ids, dtype=torch.long)
-
-
 def _gap_closed(ppl_c: float, ppl: float, ppl_orig: float) -> float:
     gap = ppl_c - ppl_orig
     return float("nan") if gap <= 0 else 100.0 * (ppl_c - ppl) / gap
@@ -179,8 +158,8 @@ def run_eora(ctx: BenchContext, cfg: EoRABenchConfig | None = None) -> list[Meas
     model, tokenizer = load_smollm2(with_tokenizer=True)
     model = model.to(ctx.device).eval()
     lap("load")
-    calib_stream = _stream(tokenizer, load_text("newsgroups20", "train").texts[:cfg.calib_docs])
-    eval_stream = _stream(tokenizer, load_text("newsgroups20", "test").texts[:cfg.eval_docs])
+    calib_stream = token_stream(tokenizer, load_text("newsgroups20", "train").texts[:cfg.calib_docs])
+    eval_stream = token_stream(tokenizer, load_text("newsgroups20", "test").texts[:cfg.eval_docs])
     calib = eval_windows(calib_stream, cfg.seq_len - 1, cfg.calib_sequences)
     if calib.shape[0] < cfg.calib_sequences or \
             eval_stream.numel() < cfg.eval_windows * (cfg.seq_len + 1):
@@ -189,7 +168,7 @@ def run_eora(ctx: BenchContext, cfg: EoRABenchConfig | None = None) -> list[Meas
                          f"{cfg.calib_sequences} / {cfg.eval_windows} sequences of "
                          f"{cfg.seq_len}")
     lap("tokenize")
-    scorer = _Logits(model)
+    scorer = CausalLMLogits(model)
 
     def ppl() -> float:
         return perplexity(scorer, eval_stream, context=cfg.seq_len,

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CONTEXT", "NUM_WINDOWS", "eval_windows", "perplexity"]
+__all__ = ["CONTEXT", "NUM_WINDOWS", "CausalLMLogits", "eval_windows", "perplexity", "token_stream"]
 
 CONTEXT = 256
 NUM_WINDOWS = 256
@@ -69,3 +69,24 @@ def perplexity(
         model.train(was_training)
     loss = total / count
     return {"ppl": math.exp(loss), "bits_per_token": loss / math.log(2), "loss": loss}
+
+
+class CausalLMLogits(nn.Module):
+    """``ids [B, T] -> logits [B, T, V]`` of a Hugging Face causal LM (for :func:`perplexity`)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, use_cache=False).logits
+
+
+def token_stream(tokenizer, texts: list[str]) -> torch.Tensor:
+    """The documents' tokens (a Hugging Face ``tokenizer``) joined by the tokens of
+    ``"\\n\\n"``, as one 1-D int64 tensor."""
+    sep = tokenizer("\n\n", add_special_tokens=False).input_ids
+    ids: list[int] = []
+    for doc in tokenizer(texts, add_special_tokens=False).input_ids:
+        ids += doc + sep
+    return torch.tensor(ids, dtype=torch.long)

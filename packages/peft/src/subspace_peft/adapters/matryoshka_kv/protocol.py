@@ -1,0 +1,65 @@
+"""The data and the score of MatryoshkaKV on SmolLM2-135M: 20 Newsgroups text, perplexity
+at a chosen KV-cache budget.
+
+Streams (SmolLM2 tokens, documents joined by ``"\\n\\n"``, :func:`token_stream`):
+
+* calibration: the first :data:`CALIB_DOCS` training documents, cut into
+  :data:`CALIB_SEQUENCES` windows of :data:`SEQ_LEN` tokens (the PCA bases);
+* training: the next :data:`TRAIN_DOCS` training documents, windows of :data:`SEQ_LEN`;
+* evaluation: the first :data:`EVAL_DOCS` test documents; perplexity on :data:`EVAL_WINDOWS`
+  evenly spaced windows of :data:`SEQ_LEN` tokens (:func:`subspace_peft.models.perplexity.
+  perplexity`, every position scored, no overlap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+__all__ = ["CALIB_DOCS", "CALIB_SEQUENCES", "EVAL_DOCS", "EVAL_WINDOWS", "SEQ_LEN",
+           "TRAIN_DOCS", "KVStreams", "kv_perplexity", "newsgroups_streams"]
+
+SEQ_LEN = 256
+CALIB_DOCS = 300
+CALIB_SEQUENCES = 16
+TRAIN_DOCS = 3000
+EVAL_DOCS = 300
+EVAL_WINDOWS = 16
+
+
+@dataclass(frozen=True)
+class KVStreams:
+    """Token streams (1-D int64) and the calibration windows ``[CALIB_SEQUENCES, SEQ_LEN]``."""
+
+    calibration: torch.Tensor
+    train: torch.Tensor
+    evaluation: torch.Tensor
+
+
+@lru_cache(maxsize=1)
+def newsgroups_streams() -> KVStreams:
+    """The three 20 Newsgroups streams of the module docstring, tokenised by SmolLM2's
+    tokenizer (loaded from the GGUF file)."""
+    from subspace_core.data.datasets.text import load_text
+    from subspace_peft.models.perplexity import eval_windows, token_stream
+    from subspace_peft.smollm2 import load_smollm2_tokenizer
+
+    tokenizer = load_smollm2_tokenizer()
+    train_texts = load_text("newsgroups20", "train").texts
+    calib = token_stream(tokenizer, train_texts[:CALIB_DOCS])
+    train = token_stream(tokenizer, train_texts[CALIB_DOCS:CALIB_DOCS + TRAIN_DOCS])
+    evaluation = token_stream(tokenizer, load_text("newsgroups20", "test").texts[:EVAL_DOCS])
+    windows = eval_windows(calib, SEQ_LEN - 1, CALIB_SEQUENCES)
+    return KVStreams(windows, train, evaluation)
+
+
+def kv_perplexity(model: torch.nn.Module, evaluation: torch.Tensor, *,
+                  windows: int = EVAL_WINDOWS, batch: int = 4,
+                  device: torch.device | str | None = None) -> float:
+    """Perplexity of a Hugging Face causal LM on ``windows`` windows of ``evaluation``."""
+    from subspace_peft.models.perplexity import CausalLMLogits, perplexity
+
+    return perplexity(CausalLMLogits(model), evaluation, context=SEQ_LEN, num_windows=windows,
+                      batch=batch, device=device)["ppl"]
