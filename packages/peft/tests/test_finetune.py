@@ -207,7 +207,7 @@ def test_benchmark_registered():
     bench = benches["peft/minilm_sentiment"]
     assert bench.method.startswith("GaLore") and len(bench.baselines) == 2
     adapters = benches["peft/minilm_adapters"]
-    assert adapters.method.startswith("SVFit") and len(adapters.baselines) == 4
+    assert adapters.method.startswith("SVFit") and len(adapters.baselines) == 5
     from subspace_peft.benchmarks.finetuning import ADAPTER_METHODS, TUNED_LR
 
     assert set(ADAPTER_METHODS) <= set(TUNED_LR)
@@ -221,3 +221,20 @@ def test_benchmark_quick(tmp_path):
     rows = run_minilm_sentiment(BenchContext(True, torch.device("cpu"), tmp_path))
     assert {r.method for r in rows} == set(LABELS.values())
     assert (tmp_path / "peft_minilm_sentiment.json").is_file()
+
+
+def test_sara_trains_on_the_harness_with_its_penalty_and_reselection(minilm):
+    from subspace_peft.adapters import SaRAModel
+
+    encoder, tokenizer = minilm
+    data = _tiny(tokenizer)
+    prepared = prepare_method("sara", build_classifier(encoder=encoder, seed=0), 1e-3)
+    assert isinstance(prepared.model, SaRAModel)
+    # 10 % of every one of the 36 matrices' entries (floor per matrix), plus the head
+    per_layer = 6 * (4 * (384 * 384 // 10) + 2 * (384 * 1536 // 10))
+    assert sum(p.numel() for p in matrix_parameters(prepared.model)) == per_layer
+    cfg = FinetuneConfig("sara", 1e-3, epochs=4, batch_size=8, warmup_ratio=0.0, dropout=0.0)
+    result = finetune(cfg, data, test=data, encoder=encoder)
+    assert result.losses[-1] < result.losses[0] - 0.05, result.losses
+    assert result.model._reselected_at == round(0.5 * result.steps)
+    assert result.trainable_params <= per_layer + 384 * 2 + 2

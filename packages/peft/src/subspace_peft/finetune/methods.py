@@ -1,5 +1,5 @@
 """The fine-tuning methods compared on one harness: full AdamW, GaLore, LoRA (HF ``peft``),
-SVFit and CorDA (both modes, :mod:`subspace_peft.adapters`).
+SVFit, CorDA (both modes) and SaRA (:mod:`subspace_peft.adapters`).
 
 All three train the same :class:`~subspace_peft.finetune.model.MiniLMClassifier` and touch
 the same weight matrices: the six linears of every encoder layer (attention query, key,
@@ -25,6 +25,11 @@ value and output, FFN intermediate and output; :data:`ENCODER_LINEARS`), 36 matr
 * ``svfit``: :class:`~subspace_peft.adapters.SVFitModel` on the same 36 matrices: only
   their singular values are trained (all of them by default: 13,824 scalars, plus the
   head), singular vectors and everything else frozen (:class:`SVFitSettings`).
+* ``sara``: :class:`~subspace_peft.adapters.SaRAModel` on the same 36 matrices: the
+  smallest 10 % of each matrix's pretrained entries are trained as a sparse update, with a
+  nuclear-norm penalty on the update of one matrix per step and one progressive
+  re-selection half-way (:class:`SaRASettings`; the training loop calls
+  ``nuclear_norm_penalty`` and ``maybe_reselect``).
 * ``corda_kpm`` / ``corda_ipm``: :class:`~subspace_peft.adapters.CorDAModel` at rank 8 (as
   many adapter parameters as LoRA r=8), built from the input covariance of every target
   collected on calibration batches. The harness calibrates both modes on the task's own
@@ -54,13 +59,14 @@ __all__ = [
     "LoRASettings",
     "Prepared",
     "SVFitSettings",
+    "SaRASettings",
     "matrix_parameters",
     "optimizer_state_bytes",
     "prepare_method",
     "trainable_parameters",
 ]
 
-METHODS = ("full", "galore", "lora", "svfit", "corda_kpm", "corda_ipm")
+METHODS = ("full", "galore", "lora", "svfit", "corda_kpm", "corda_ipm", "sara")
 
 #: Qualified-name pattern (anchored at the end) of the 36 encoder matrices of MiniLM.
 ENCODER_LINEARS = (r"encoder\.layer\.\d+\.(attention\.self\.(query|key|value)"
@@ -103,6 +109,18 @@ class CorDASettings:
     rank: int = 8
     alpha: float | None = None
     calibration_batches: int = 8
+
+
+@dataclass(frozen=True)
+class SaRASettings:
+    """SaRA options: the smallest ``fraction`` of each matrix's entries trained (the paper's
+    10 %), nuclear-norm weight ``nuclear_weight`` on the update of one matrix drawn per step
+    (as the reference training script does, to keep one SVD per step), one progressive
+    re-selection at ``progressive_at`` of the steps."""
+
+    fraction: float = 0.1
+    nuclear_weight: float = 5e-4
+    progressive_at: float | None = 0.5
 
 
 @dataclass
@@ -174,6 +192,7 @@ def prepare_method(
     lora: LoRASettings | None = None,
     svfit: SVFitSettings | None = None,
     corda: CorDASettings | None = None,
+    sara: SaRASettings | None = None,
     calibrate: Callable[[nn.Module], Any] | None = None,
 ) -> Prepared:
     """Set ``model`` up for ``method`` (one of :data:`METHODS`) and build its optimizer.
@@ -217,6 +236,15 @@ def prepare_method(
         config = CorDAConfig(target_modules=(ENCODER_LINEARS,), modules_to_save=("head",),
                              rank=cfg.rank, mode=method.removeprefix("corda_"), alpha=cfg.alpha)
         wrapped = CorDAModel.calibrate(model, config, lambda: calibrate(model))
+        return _adam_on_trainable(wrapped, lr, weight_decay, method)
+    if method == "sara":
+        from subspace_peft.adapters import SaRAConfig, SaRAModel
+
+        cfg = sara or SaRASettings()
+        wrapped = SaRAModel(model, SaRAConfig(target_modules=(ENCODER_LINEARS,),
+                                              modules_to_save=("head",), fraction=cfg.fraction,
+                                              nuclear_weight=cfg.nuclear_weight,
+                                              progressive_at=cfg.progressive_at))
         return _adam_on_trainable(wrapped, lr, weight_decay, method)
     return _prepare_lora(model, lr, weight_decay, lora or LoRASettings())
 

@@ -25,6 +25,7 @@ from subspace_peft.finetune.methods import (
     CorDASettings,
     GaLoreSettings,
     LoRASettings,
+    SaRASettings,
     SVFitSettings,
     matrix_parameters,
     optimizer_state_bytes,
@@ -55,6 +56,7 @@ class FinetuneConfig:
     lora: LoRASettings = field(default_factory=LoRASettings)
     svfit: SVFitSettings = field(default_factory=SVFitSettings)
     corda: CorDASettings = field(default_factory=CorDASettings)
+    sara: SaRASettings = field(default_factory=SaRASettings)
 
 
 @dataclass
@@ -137,6 +139,17 @@ def _calibration(train: Encoded, cfg: FinetuneConfig, device: torch.device | str
     return run
 
 
+def _regulariser(model: nn.Module, generator: torch.Generator) -> torch.Tensor | float:
+    """The method's own penalty added to the task loss: SaRA's nuclear norm on the update of
+    one adapted matrix drawn per step (0 for every other method)."""
+    penalty = getattr(model, "nuclear_norm_penalty", None)
+    if penalty is None:
+        return 0.0
+    names = list(model.adapter_layers())
+    pick = int(torch.randint(len(names), (1,), generator=generator))
+    return penalty([names[pick]])
+
+
 def finetune(
     cfg: FinetuneConfig,
     train: Encoded,
@@ -160,7 +173,7 @@ def finetune(
                              dropout=cfg.dropout).to(device)
     prepared = prepare_method(cfg.method, model, cfg.lr, weight_decay=cfg.weight_decay,
                               galore=cfg.galore, lora=cfg.lora, svfit=cfg.svfit,
-                              corda=cfg.corda,
+                              corda=cfg.corda, sara=cfg.sara,
                               calibrate=_calibration(train, cfg, device))
     model, optimizer = prepared.model, prepared.optimizer
     per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -170,6 +183,7 @@ def finetune(
     scheduler = linear_schedule(optimizer, total, round(cfg.warmup_ratio * total))
     params = [p for p in model.parameters() if p.requires_grad]
     generator = torch.Generator().manual_seed(cfg.seed)
+    penalty_generator = torch.Generator().manual_seed(cfg.seed + 2)
     losses: list[float] = []
     val_history: list[float] = []
     best, best_epoch, snap = -1.0, 0, None
@@ -183,14 +197,19 @@ def finetune(
                 break
             inputs, labels = collate(train, idx, device)
             loss = F.cross_entropy(model(**inputs), labels)
+            objective = loss + _regulariser(model, penalty_generator)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
             step += 1
+            reselect = getattr(model, "maybe_reselect", None)
+            if reselect is not None and reselect(step, total, optimizer) is not None:
+                # the trainable tensors were replaced by smaller ones
+                params = [p for p in model.parameters() if p.requires_grad]
         seconds += time.perf_counter() - start
         if validation is not None:
             val = accuracy(model, validation, batch_size=cfg.eval_batch_size, device=device)
