@@ -260,3 +260,24 @@ def test_matches_hugging_face_peft_corda(mode, monkeypatch):
                                    rtol=1e-4)
     x = torch.randn(5, 12)
     torch.testing.assert_close(mine(x), theirs(x), **TOL)
+
+
+def test_state_loads_onto_a_layer_built_from_another_decomposition():
+    # what the zoo does: build the adapter without calibration data (identity covariance),
+    # then load the trained state, whose initial factors came from the real covariance
+    x = torch.randn(64, 12, generator=torch.Generator().manual_seed(5))
+    base = mlp()
+    trained = CorDAModel.calibrate(base, CorDAConfig(target_modules=r"0|2", rank=3),
+                                   calibrate(base, [x * torch.linspace(0.1, 3, 12)]))
+    with torch.no_grad():
+        for p in trained.adapter_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=GEN))
+    expected = trained(x)
+    eye = {"0": torch.eye(12), "2": torch.eye(20)}
+    rebuilt = CorDAModel(mlp(), CorDAConfig(target_modules=r"0|2", rank=3), eye)
+    assert not torch.allclose(rebuilt(x), expected, atol=1e-3)
+    rebuilt.load_adapter_state_dict(trained.adapter_state_dict())
+    torch.testing.assert_close(rebuilt(x), expected, **TOL)
+    for name, layer in rebuilt.adapter_layers().items():  # the pretrained weight is kept
+        torch.testing.assert_close(layer.original_weight(),
+                                   dict(mlp().named_modules())[name].weight, **TOL)

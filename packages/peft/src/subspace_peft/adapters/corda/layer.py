@@ -36,6 +36,7 @@ weight in LoRA form, ``c (B A − B0 A0) = [c B, −c B0] @ [A; A0]`` (rank ``2r
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +199,30 @@ class CorDALinear(AdapterLayer):
         B = torch.cat([self.lora_B, -self.lora_B0], dim=1) * self.scaling
         A = torch.cat([self.lora_A, self.lora_A0], dim=0)
         return B.detach(), A.detach()
+
+    @torch.no_grad()
+    def load_adapter_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Copy the trained ``lora_A, lora_B`` and, when the saved initial factors ``lora_A0,
+        lora_B0`` differ from this layer's, adopt them and re-derive the frozen residual
+        ``W_res = W0 − c B0 A0`` from the pretrained weight, so a layer built from any
+        decomposition of the same ``W0`` ends up equal to the saved one."""
+        super().load_adapter_state(state)
+        A0, B0 = state["lora_A0"], state["lora_B0"]
+        for name, new, old in (("lora_A0", A0, self.lora_A0), ("lora_B0", B0, self.lora_B0)):
+            if tuple(new.shape) != tuple(old.shape):
+                raise ValueError(f"CorDALinear.{name}: expected shape {tuple(old.shape)}, got "
+                                 f"{tuple(new.shape)}")
+        if torch.equal(A0.to(self.lora_A0), self.lora_A0) and \
+                torch.equal(B0.to(self.lora_B0), self.lora_B0):
+            return
+        weight = self.base_layer.weight
+        original = weight.to(torch.float64) + self.scaling * (
+            self.lora_B0.to(torch.float64) @ self.lora_A0.to(torch.float64))
+        residual = original - self.scaling * (B0.to(weight.device, torch.float64)
+                                              @ A0.to(weight.device, torch.float64))
+        weight.copy_(residual.to(weight.dtype))
+        self.lora_A0.copy_(A0)
+        self.lora_B0.copy_(B0)
 
     def extra_metadata(self) -> dict:
         return {"rank": self.rank, "scaling": self.scaling}
