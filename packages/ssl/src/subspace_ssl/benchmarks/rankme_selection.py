@@ -4,12 +4,24 @@ RankMe needs no labels; the claim to test is that, within one method, it orders
 checkpoints and hyper-parameter settings as their downstream accuracy does. Here several
 short Barlow Twins runs on Fashion-MNIST (the recipe's loop, :func:`subspace_ssl.recipes.
 barlow.train`) differ in one hyper-parameter each — the off-diagonal weight λ, the
-projector width, the learning rate — and each run is scored at two points of its training.
+projector width, the learning rate — and each run is scored after every epoch (quick: 2
+epochs on 2048 images, a wiring check where RankMe is not expected to track accuracy because
+barely trained networks keep their near-random high rank; full: 4 epochs on 20k images).
 Every candidate's GAP embedding gets RankMe (test images) and the linear probe / kNN
 accuracy (:func:`subspace_ssl.protocols.encoder_readouts`); the reported numbers are the
 Spearman correlations between RankMe and each accuracy over all candidates (target >= 0.7),
 next to the same correlation for a label-free baseline score, the embedding's feature
 variance (trace of the covariance) — the ratio table sets RankMe against it.
+
+Measured (full config, 2-core CPU, ``zoo/results/bench/ssl_rankme_full_cpu.csv``): Spearman
+-0.65 vs the linear probe and 0.53 vs kNN over the 20 checkpoints — the target (>= 0.7) is
+missed. The run that breaks the ordering most is ``lr=1e-4``: barely moved from its random
+initialisation, it keeps the highest RankMe (90-107 of 128) with the lowest linear accuracy
+(81-82 %); ``projector=32`` is second (RankMe 71-79, linear 82.7-83.6 %). Within one run
+RankMe mostly rises with accuracy (along the shipped 12-epoch runs on 60,000 images it
+ranks 24 epoch snapshots of Barlow Twins and Mixed Barlow Twins with Spearman 0.98 vs kNN,
+0.31 vs linear). So at this budget RankMe separates collapsed from healthy embeddings within a
+run, not settings that differ in how far training got.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ class RankMeConfig:
 
 QUICK = RankMeConfig(train_subset=2048, epochs=2, batch_size=128, probe_train_n=5000,
                      probe_test_n=1000)
-FULL = RankMeConfig(train_subset=20_000, epochs=2, batch_size=256, probe_train_n=20_000,
+FULL = RankMeConfig(train_subset=20_000, epochs=4, batch_size=256, probe_train_n=20_000,
                     probe_test_n=5000)
 
 
