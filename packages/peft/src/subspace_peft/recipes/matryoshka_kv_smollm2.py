@@ -4,7 +4,8 @@ PCA initialisation on the calibration windows, then :data:`STEPS` Adam steps (lr
 batches of :data:`BATCH` windows of 256 tokens from the 20 Newsgroups training stream) of
 distillation from the full-rank model into the model at ranks drawn per layer from the
 nested schedule 8, 16, ..., 64. Snapshots every :data:`SNAPSHOT_EVERY` steps; a log line per
-step (JSON lines). Budget: about 4-10 s a step on a 2-core CPU, so 25-45 min.
+step (JSON lines). Budget: one thread, 54 min measured on a 2-core CPU shared with 3-4 other
+jobs (about 13 s a step; less on an idle machine).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The data and the score of MatryoshkaKV on SmolLM2-135M: 20 Newsgroups text, perplexity
-at a chosen KV-cache budget.
+at a chosen KV-cache budget (the ``kv_cache_ppl`` protocol, registered on import).
 
 Streams (SmolLM2 tokens, documents joined by ``"\\n\\n"``, :func:`token_stream`):
 
@@ -18,8 +18,8 @@ from functools import lru_cache
 
 import torch
 
-__all__ = ["CALIB_DOCS", "CALIB_SEQUENCES", "EVAL_DOCS", "EVAL_WINDOWS", "SEQ_LEN",
-           "TRAIN_DOCS", "KVStreams", "kv_perplexity", "newsgroups_streams"]
+__all__ = ["CACHE_RANKS", "CALIB_DOCS", "CALIB_SEQUENCES", "EVAL_DOCS", "EVAL_WINDOWS",
+           "SEQ_LEN", "TRAIN_DOCS", "KVStreams", "kv_perplexity", "newsgroups_streams"]
 
 SEQ_LEN = 256
 CALIB_DOCS = 300
@@ -63,3 +63,44 @@ def kv_perplexity(model: torch.nn.Module, evaluation: torch.Tensor, *,
 
     return perplexity(CausalLMLogits(model), evaluation, context=SEQ_LEN, num_windows=windows,
                       batch=batch, device=device)["ppl"]
+
+
+#: protocol metric name -> kept key / value dimensions per head (of SmolLM2's 64)
+CACHE_RANKS = {"ppl_cache_50": 32, "ppl_cache_25": 16, "ppl_cache_75": 48, "ppl_full": 64}
+
+
+def _run_kv_cache_ppl(model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+    from subspace_peft.adapters.matryoshka_kv.model import MatryoshkaKVModel
+
+    kv = getattr(model, "adapter", model)
+    if not isinstance(kv, MatryoshkaKVModel):
+        raise TypeError(f"model: expected a MatryoshkaKVModel (or a ShippedAdapter of one), "
+                        f"got {type(kv).__name__}")
+    evaluation = newsgroups_streams().evaluation
+    out = {}
+    for metric, rank in CACHE_RANKS.items():
+        with kv.ranks(rank):
+            out[metric] = kv_perplexity(kv.model, evaluation, device=device)
+    return out
+
+
+def _register() -> None:
+    from subspace_core.eval import Protocol, register_protocol
+
+    register_protocol(Protocol(
+        name="kv_cache_ppl",
+        dataset="newsgroups20",
+        split="test",
+        preprocessing=f"SmolLM2 tokens of the first {EVAL_DOCS} test documents joined by "
+        f"'\\n\\n'; {EVAL_WINDOWS} evenly spaced windows of {SEQ_LEN} tokens, every position "
+        "scored",
+        metrics=tuple(CACHE_RANKS),
+        higher_is_better=(False,) * len(CACHE_RANKS),
+        run=_run_kv_cache_ppl,
+        description="Perplexity of a MatryoshkaKV-wrapped SmolLM2-135M with every key / value "
+        "head cached at 32, 16, 48 and 64 of 64 dimensions (50 / 25 / 75 / 100 % of the KV "
+        "cache).",
+    ))
+
+
+_register()
