@@ -135,7 +135,7 @@ SHIPPED: dict[str, _RTCard] = {
         "fine-tuned for Rotten Tomatoes sentiment."),
     "peft/corda_minilm.rotten_tomatoes": _RTCard(
         "4e8cdc28f08ac7981156975c18091c1b8d5de9c9681c50d8d8a7bbb669e05e50", 2_681_672, 664_322,
-        {"validation_acc": 0.0, "test_acc": 0.0}, corda_minilm_rt,
+        {"validation_acc": 80.86, "test_acc": 80.78}, corda_minilm_rt,
         _CORDA_PAPER, "subspace_peft.recipes.corda_minilm_rt:train",
         "Stores the trained rank-8 factors of the 36 encoder matrices, their initial "
         "(decomposition) factors and the head; the base MiniLM loads from its PyPI wheel "
@@ -188,7 +188,8 @@ def matryoshka_kv_smollm2(**overrides) -> nn.Module:
 SHIPPED_KV: dict[str, tuple[str, int, int, dict[str, float]]] = {
     "peft/matryoshka_kv_smollm2.newsgroups20": (
         "3393c5d6082b9618bc9acfcc35aa5c76f75651795841a8fc8f0fae095a388a34", 2_955_712, 737_280,
-        {"ppl_cache_50": 0.0, "ppl_cache_25": 0.0, "ppl_cache_75": 0.0, "ppl_full": 0.0}),
+        {"ppl_cache_50": 164.81, "ppl_cache_25": 249.98, "ppl_cache_75": 145.96,
+         "ppl_full": 133.63}),
 }
 
 for _model_id, (_sha, _bytes, _params, _metrics) in SHIPPED_KV.items():
