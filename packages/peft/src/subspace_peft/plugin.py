@@ -5,6 +5,7 @@ from subspace_peft import smollm2 as _smollm2  # noqa: F401  smollm2_135m_instru
 from subspace_peft.adapters import pretrained as _adapters  # noqa: F401  shipped adapters, rt_sentiment
 from subspace_peft.benchmarks import eora as _eora  # noqa: F401  peft/eora_smollm2
 from subspace_peft.benchmarks import finetuning as _finetuning  # noqa: F401  peft/minilm_{sentiment,adapters}
+from subspace_peft.benchmarks import flora_conv as _flora_conv  # noqa: F401  peft/flora_conv
 from subspace_peft.benchmarks import intrinsic as _intrinsic  # noqa: F401  peft/intrinsic_dimension
 from subspace_peft.benchmarks import matryoshka_kv as _matryoshka_kv  # noqa: F401  peft/matryoshka_kv
 from subspace_peft.benchmarks import measured_memory as _measured  # noqa: F401  peft/measured_memory
