@@ -92,10 +92,15 @@ class MatryoshkaKVAttention(nn.Module):
         if extra:
             raise TypeError(f"base: {type(base).__name__} has {extra}, which this wrapper's "
                             f"forward does not reproduce")
-        rope = getattr(sys.modules[type(base).__module__], "apply_rotary_pos_emb", None)
-        if rope is None:
-            raise TypeError(f"base: no apply_rotary_pos_emb in {type(base).__module__}")
+        module = sys.modules[type(base).__module__]
+        rope = getattr(module, "apply_rotary_pos_emb", None)
+        eager = getattr(module, "eager_attention_forward", None)
+        if rope is None or eager is None:
+            raise TypeError(f"base: {type(base).__module__} lacks apply_rotary_pos_emb or "
+                            f"eager_attention_forward")
         self._rope: Callable = rope
+        # the model's own eager attention: it only needs the head dimension to agree
+        self._eager: Callable = eager
         self.base = base
         d = int(base.head_dim)
         heads = base.k_proj.out_features // d
@@ -165,9 +170,8 @@ class MatryoshkaKVAttention(nn.Module):
         query = query @ u_k.repeat_interleave(groups, dim=0)  # [B, H_q, T, r_k]
         if cache is not None:
             key, value = cache.update(key, value, base.layer_idx, kwargs=kwargs)
-        attend = ALL_ATTENTION_FUNCTIONS.get_interface(base.config._attn_implementation, None)
-        if attend is None:
-            attend = _eager_attention
+        attend = ALL_ATTENTION_FUNCTIONS.get_interface(base.config._attn_implementation,
+                                                       self._eager)
         out, weights = attend(base, query, key, value, attention_mask,
                               dropout=0.0 if not self.training else base.attention_dropout,
                               scaling=base.scaling, **kwargs)
@@ -180,18 +184,3 @@ class MatryoshkaKVAttention(nn.Module):
         return (f"kv_heads={self.kv_heads}, head_dim={self.head_dim}, "
                 f"key_rank={self.key_rank}, value_rank={self.value_rank}")
 
-
-def _eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
-                     value: torch.Tensor, attention_mask: torch.Tensor | None, *,
-                     scaling: float, dropout: float = 0.0, **_: Any
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain softmax attention on ``[B, H, T, r]`` tensors with grouped key-value heads."""
-    groups = module.num_key_value_groups
-    key = key.repeat_interleave(groups, dim=1)
-    value = value.repeat_interleave(groups, dim=1)
-    scores = query @ key.transpose(-1, -2) * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
-    weights = nn.functional.dropout(weights, p=dropout, training=module.training)
-    return (weights @ value).transpose(1, 2).contiguous(), weights
