@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from subspace_recsys.batch import evaluate_ctr, predict_ctr, sparse_step, train_ctr
+from subspace_recsys.batch import evaluate_ctr, predict_ctr, train_ctr
 from subspace_recsys.data import CriteoLikeGenerator, CTRBatch, global_ids
 from subspace_recsys.hashed import HashedEmbedding
 from subspace_recsys.metrics import auc, logloss
@@ -20,6 +20,7 @@ from subspace_recsys.models import (
     WideAndDeep,
     fm_interaction,
 )
+from subspace_recsys.table import sparse_step
 
 
 def hashed(dim: int) -> HashedEmbedding:

@@ -17,53 +17,11 @@ from torch import nn
 
 from subspace_recsys.data import CTRBatch, iter_batches
 from subspace_recsys.metrics import auc, logloss
+from subspace_recsys.table import sparse_step
 
-__all__ = ["evaluate_ctr", "predict_ctr", "sparse_step", "sparse_zero_grad", "train_ctr"]
+__all__ = ["evaluate_ctr", "predict_ctr", "train_ctr"]
 
 TrainData = CTRBatch | Callable[[int], Iterable[CTRBatch]] | Iterable[CTRBatch]
-
-
-def _table_helpers() -> tuple[Callable[[nn.Module], None], Callable[[nn.Module], None]] | None:
-    try:
-        from subspace_recsys import table
-    except ModuleNotFoundError as exc:
-        # Only "the module does not exist" falls back; a table module that fails to import
-        # for another reason must surface.
-        if exc.name != "subspace_recsys.table":
-            raise
-        return None
-    step, zero_grad = getattr(table, "sparse_step", None), getattr(table, "sparse_zero_grad", None)
-    if step is None or zero_grad is None:  # a table package without the helpers (yet)
-        return None
-    return step, zero_grad
-
-
-def _walk(module: nn.Module, method: str) -> None:
-    for m in module.modules():
-        if getattr(m, "sparse_step_target", False):
-            getattr(m, method)()
-
-
-def sparse_step(module: nn.Module) -> None:
-    """Apply the pending sparse gradients of every table in ``module`` (their ``step()``).
-
-    Delegates to :func:`subspace_recsys.table.sparse_step`; the same walk over modules
-    flagged ``sparse_step_target`` is used when that module is not installed.
-    """
-    helpers = _table_helpers()
-    if helpers is None:
-        _walk(module, "step")
-    else:
-        helpers[0](module)
-
-
-def sparse_zero_grad(module: nn.Module) -> None:
-    """Drop the pending sparse gradients of every table in ``module``."""
-    helpers = _table_helpers()
-    if helpers is None:
-        _walk(module, "zero_grad")
-    else:
-        helpers[1](module)
 
 
 def _epoch_batches(data: TrainData, epoch: int, batch_size: int, shuffle: bool, seed: int):

@@ -2,7 +2,9 @@
 
 ``recsys/table_throughput``: :class:`~subspace_recsys.table.CollisionlessEmbedding` lookups
 and inserts per second (batches of 65,536 uniformly random int64 ids, median of repeats,
-wall clock, the process's default torch threads), bytes per entry and collisions, at 1M ids
+wall clock, one torch thread: on a shared machine a second OpenMP thread that gets
+descheduled stalls every op -- at load 4 on 2 cores, 2 threads gave 0.1M lookups/s at 1M ids
+where 1 thread gives ~10M), bytes per entry and collisions, at 1M ids
 (quick) and at 1M and 10M ids (full), vs a Python dict (1M only: a 10M dict is just slower),
 and vs torchrec's zero-collision ``MCHManagedCollisionModule`` when the environment variable
 ``SUBZOO_TORCHREC_PYTHON`` names an interpreter with torchrec + fbgemm-gpu-cpu installed
@@ -82,7 +84,7 @@ def run_table_throughput(ctx: BenchContext) -> list[Measurement]:
     sizes = (1_000_000,) if ctx.quick else (1_000_000, 10_000_000)
     rows: list[Measurement] = []
     for num_ids in sizes:
-        case = f"{num_ids // 1_000_000}M ids, batch 65536"
+        case = f"{num_ids // 1_000_000}M ids, batch 65536, 1 thread"
         r = measure_table_throughput(num_ids, batch=65536, dim=16, repeats=5,
                                      dict_baseline=num_ids <= 1_000_000)  # fmt: skip
         rows += [
@@ -108,6 +110,11 @@ def _torchrec_rows(case: str, num_ids: int) -> list[Measurement]:
     from subspace_recsys.torchrec_baseline import run_in_interpreter
 
     python = os.environ.get(TORCHREC_PYTHON_ENV)
+    if num_ids > 1_000_000:
+        # MCH re-sorts its whole table at every training batch (eviction_interval=1): one
+        # 65,536-id batch into a 10M table took 1.4-1.6 CPU s, i.e. ~4 CPU min per pass.
+        return [_unavailable(case, "torchrec MCH", "not run above 1M ids (a full insert pass "
+                             "re-sorts the table per batch: minutes per repeat)")]
     if not python:
         return [_unavailable(case, "torchrec MCH", f"{TORCHREC_PYTHON_ENV} is not set; torchrec "
                              "1.9.2 + fbgemm-gpu-cpu 1.9.0 need torch 2.14 (not this lock's)")]
@@ -352,8 +359,8 @@ def run_optfs(ctx: BenchContext) -> list[Measurement]:
 
 
 def _one_thread(run: Callable[[BenchContext], list[Measurement]]):
-    """Run with one torch thread: micro-batches of 512 events gain nothing from a second
-    thread, and on a shared machine a descheduled helper thread stalls every op."""
+    """Run with one torch thread: batches of 512 events gain nothing from a second thread,
+    and on a shared machine a descheduled OpenMP thread stalls every op."""
 
     def wrapped(ctx: BenchContext) -> list[Measurement]:
         threads = torch.get_num_threads()
@@ -390,7 +397,7 @@ TABLE_THROUGHPUT = register_benchmark(
         name="recsys/table_throughput",
         method="collisionless",
         baselines=("python dict", "torchrec MCH"),
-        run=run_table_throughput,
+        run=_one_thread(run_table_throughput),
         description="CollisionlessEmbedding lookups/inserts per second, bytes per entry and "
         "collisions at 1M (and 10M) ids vs a Python dict and torchrec's ZCH module.",
     )

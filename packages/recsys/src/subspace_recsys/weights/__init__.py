@@ -1,0 +1,1 @@
+"""Shipped checkpoints of subspace-recsys (safetensors, sha256 in the registry)."""
