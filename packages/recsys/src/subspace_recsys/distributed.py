@@ -61,6 +61,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from subspace_recsys.hashing import shr64, signed64, splitmix64
 from subspace_recsys.table import CollisionlessEmbedding, TableDelta
 
 __all__ = [
@@ -74,38 +75,16 @@ __all__ = [
     "shard_path",
 ]
 
-_MASK64 = (1 << 64) - 1
 # Salt that makes the owner hash independent of the table's own bucket hash: were both the
 # same function of the id, a shard (the ids of one residue) would use only part of its
 # buckets.
 _OWNER_SALT = 0x5D1B_7A3E_C42F_9E61
 _GOLDEN = 0x9E37_79B9_7F4A_7C15
-_MIX1 = 0xBF58_476D_1CE4_E5B9
-_MIX2 = 0x94D0_49BB_1331_11EB
 
 # header codes for input errors found before the first collective
 _OK, _BAD_TYPE, _BAD_VALUE = 0, 1, 2
 # kinds of ``now`` carried in the header (the value travels as its int64 bits)
 _NOW_NONE, _NOW_INT, _NOW_FLOAT = 0, 1, 2
-
-
-def _signed(x: int) -> int:
-    """The int64 with the same 64 bits as the unsigned ``x`` (torch has no uint64 math)."""
-    x &= _MASK64
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-def _shr(x: Tensor, k: int) -> Tensor:
-    # logical right shift: torch shifts int64 arithmetically, so clear the copied sign bits
-    return (x >> k) & ((1 << (64 - k)) - 1)
-
-
-def _splitmix64(x: Tensor) -> Tensor:
-    # int64 add/multiply wrap around like uint64 arithmetic, so this is bitwise the
-    # reference finalizer, read as signed
-    x = (x ^ _shr(x, 30)) * _signed(_MIX1)
-    x = (x ^ _shr(x, 27)) * _signed(_MIX2)
-    return x ^ _shr(x, 31)
 
 
 def owner_of(ids: Tensor, world_size: int) -> Tensor:
@@ -130,8 +109,8 @@ def owner_of(ids: Tensor, world_size: int) -> Tensor:
         raise TypeError(f"ids: expected an int64 tensor, got {got}")
     if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
         raise ValueError(f"world_size: expected an int >= 1, got {world_size!r}")
-    mixed = _splitmix64((ids ^ _signed(_OWNER_SALT)) + _signed(_GOLDEN))
-    return _shr(mixed, 32) % world_size
+    mixed = splitmix64((ids ^ signed64(_OWNER_SALT)) + signed64(_GOLDEN))
+    return shr64(mixed, 32) % world_size
 
 
 def _validate_ids(ids: Any) -> tuple[int, str]:
@@ -181,7 +160,7 @@ def _mix_seed(seed: int, rank: int) -> int:
     single table); other ranks get a mixed one, so shards draw different initial rows."""
     if rank == 0:
         return seed
-    x = _splitmix64(torch.tensor([_signed(seed + rank * _GOLDEN)], dtype=torch.int64))
+    x = splitmix64(torch.tensor([signed64(seed + rank * _GOLDEN)], dtype=torch.int64))
     return int(x) & ((1 << 63) - 1)
 
 

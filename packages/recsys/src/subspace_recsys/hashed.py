@@ -16,32 +16,14 @@ import math
 import torch
 from torch import nn
 
+from subspace_recsys.hashing import shr64, signed64, splitmix64
+
 __all__ = [
     "HashedEmbedding",
     "equal_memory_rows",
     "expected_colliding_ids",
     "mix64",
 ]
-
-_MASK64 = (1 << 64) - 1
-
-
-def _signed(x: int) -> int:
-    """The int64 with the same 64 bits as the unsigned ``x``."""
-    x &= _MASK64
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-# SplitMix64's finaliser (Steele, Lea & Flood 2014): every input bit flips about half of
-# the output bits, so consecutive ids (a field's 1, 2, 3, ... or the field tag in the top
-# bits) spread uniformly over the rows.
-_MUL1 = _signed(0xBF58476D1CE4E5B9)
-_MUL2 = _signed(0x94D049BB133111EB)
-
-
-def _shr(x: torch.Tensor, bits: int) -> torch.Tensor:
-    # torch's >> on int64 is arithmetic; mask the sign-extended bits to get a logical shift.
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
 def mix64(ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
@@ -56,10 +38,7 @@ def mix64(ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
         )
     # SplitMix64 hashes its state advanced by the golden-ratio increment; the seed picks
     # the starting state.
-    x = ids + _signed((seed + 1) * 0x9E3779B97F4A7C15)
-    x = (x ^ _shr(x, 30)) * _MUL1
-    x = (x ^ _shr(x, 27)) * _MUL2
-    return x ^ _shr(x, 31)
+    return splitmix64(ids + signed64((seed + 1) * 0x9E3779B97F4A7C15))
 
 
 class HashedEmbedding(nn.Module):
@@ -102,7 +81,7 @@ class HashedEmbedding(nn.Module):
         if ids.numel() and int(ids.min()) < 0:
             raise ValueError(f"ids: expected non-negative ids, got min {int(ids.min())}")
         # Drop the sign bit first so the remainder is of a non-negative number.
-        return _shr(mix64(ids, self.seed), 1) % self.num_rows
+        return shr64(mix64(ids, self.seed), 1) % self.num_rows
 
     def forward(self, ids: torch.Tensor, now: float | None = None) -> torch.Tensor:
         return self.weight[self.rows(ids)]

@@ -18,19 +18,11 @@ import sys
 import torch
 from torch import nn
 
+from subspace_recsys.hashing import fmix64, shr64
+
 __all__ = ["EMPTY", "CuckooIndex", "mix64"]
 
 EMPTY = -1  # key of a free slot; real keys are non-negative
-
-# murmur3 fmix64 constants, written as the signed int64 with the same bits
-_FMIX_1 = 0xFF51AFD7ED558CCD - (1 << 64)
-_FMIX_2 = 0xC4CEB9FE1A85EC53 - (1 << 64)
-
-
-def _shr(x: torch.Tensor, shift: int) -> torch.Tensor:
-    # torch's >> on int64 is arithmetic; the mask turns it into the logical shift the hash
-    # needs (an arithmetic one would make x ^ (x >> s) lose the sign bit's information).
-    return (x >> shift) & ((1 << (64 - shift)) - 1)
 
 
 def mix64(keys: torch.Tensor) -> torch.Tensor:
@@ -39,11 +31,7 @@ def mix64(keys: torch.Tensor) -> torch.Tensor:
     A bijection on 64-bit words, so distinct keys get distinct hashes, and every output bit
     depends on every input bit (ids like ``(field << 40) | value`` spread evenly).
     """
-    x = keys ^ _shr(keys, 33)
-    x = x * _FMIX_1
-    x = x ^ _shr(x, 33)
-    x = x * _FMIX_2
-    return x ^ _shr(x, 33)
+    return fmix64(keys)
 
 
 def _buckets_for(capacity: int, slots: int, max_load: float) -> int:
@@ -133,8 +121,8 @@ class CuckooIndex(nn.Module):
         """
         h = mix64(keys)
         mask = self.num_buckets - 1
-        buckets = torch.stack((h & mask, _shr(h, 24) & mask), dim=1)
-        tag = ((_shr(h, 48) | 1) - 32768).to(torch.int16)
+        buckets = torch.stack((h & mask, shr64(h, 24) & mask), dim=1)
+        tag = ((shr64(h, 48) | 1) - 32768).to(torch.int16)
         return h, buckets, tag
 
     def _gather_tags(self, buckets: torch.Tensor) -> torch.Tensor:
@@ -162,7 +150,7 @@ class CuckooIndex(nn.Module):
         hit = self._gather_tags(buckets.view(-1)).view(n, 2 * s) == tag.unsqueeze(1)
         j, any_hit = _first_true(hit)
         shift = s.bit_length() - 1
-        bucket = buckets.gather(1, _shr(j, shift).unsqueeze(1)).squeeze(1)
+        bucket = buckets.gather(1, shr64(j, shift).unsqueeze(1)).squeeze(1)
         slot = (bucket << shift) | (j & (s - 1))
         found = self.keys.view(-1).index_select(0, slot) == keys
         # A tag matched but the key did not (a 15-bit fingerprint clash, ~5e-4 per id):
@@ -311,7 +299,7 @@ class CuckooIndex(nn.Module):
             self._displaced = True
             h, buckets, kicked_from = entry[5:]
             n = h.shape[0]
-            walk = _shr(h, 40) + rnd
+            walk = shr64(h, 40) + rnd
             choice = torch.where(kicked_from >= 0, 1 - kicked_from, walk & 1)
             bucket = buckets.gather(1, choice.unsqueeze(1)).squeeze(1)
             target = bucket * s + (walk & (s - 1))
@@ -449,7 +437,7 @@ def _first_true(hit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     any_hit = None
     for w in reversed(range(k // 8)):
         word = words[:, w]
-        byte = _shr((word & -word) * _BYTE_INDEX, 56) + 8 * w
+        byte = shr64((word & -word) * _BYTE_INDEX, 56) + 8 * w
         nonzero = word != 0
         if first is None:  # rows without a hit keep this word's (in-range) index
             first, any_hit = byte, nonzero
@@ -469,9 +457,9 @@ def _count_true(mask: torch.Tensor) -> torch.Tensor:
     if k % 8 or not mask.is_contiguous():  # (a byte sum does not depend on byte order)
         return mask.sum(dim=1)
     words = mask.view(torch.int64)
-    total = _shr(words[:, 0] * _BYTE_SUM, 56)
+    total = shr64(words[:, 0] * _BYTE_SUM, 56)
     for w in range(1, k // 8):
-        total += _shr(words[:, w] * _BYTE_SUM, 56)
+        total += shr64(words[:, w] * _BYTE_SUM, 56)
     return total
 
 
