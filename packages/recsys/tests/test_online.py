@@ -316,3 +316,25 @@ def test_argument_errors():
     with pytest.raises(ValueError, match=r"model: expected logits of shape \[5\], got \(5, 4\)"):
         trainer.run()
     assert math.isnan(OnlineTrainer(model, source, dense_optimizer=None).stats.events_per_s)
+
+
+def test_run_after_the_source_ended_trains_the_events_added_since():
+    data = _data(10)
+    cut = 6 * BATCH  # a batch boundary, so both runs cut the same micro-batches
+
+    def block(a, b):
+        batch = CTRBatch(data.ids[a:b], data.dense[a:b], data.label[a:b], data.timestamp[a:b])
+        return batch, torch.arange(a, b)
+
+    reference = _trainer(IteratorSource([block(0, len(data))], batch_size=BATCH))
+    reference.run()
+    items = [block(0, cut)]  # a live list: the producer appends to it later
+    trainer = _trainer(IteratorSource(items, batch_size=BATCH), record_event_ids=True)
+    trainer.run()
+    assert trainer.stats.events_applied == cut
+    items.append(block(cut, len(data)))
+    trainer.run()
+    assert trainer.stats.events_applied == len(data)
+    assert trainer.event_counts == {i: 1 for i in range(len(data))}  # none lost, none twice
+    assert trainer.stats.batches == reference.stats.batches
+    _assert_same_state(trainer.model, reference.model)

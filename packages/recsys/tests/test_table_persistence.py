@@ -2,6 +2,7 @@
 
 import json
 import os
+import threading
 
 import pytest
 import torch
@@ -202,3 +203,31 @@ def test_load_refuses_foreign_files(tmp_path):
     garbage.write_bytes(b"\x00" * 16)
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         CollisionlessEmbedding.load(garbage)
+
+
+def test_load_refuses_index_slots_that_are_not_a_power_of_two():
+    # lookups pick a slot with bit masks: a 3-slot bucket would break every later lookup
+    state = _make().state_dict()
+    for name, fill in (("keys", -1), ("rows", -1), ("counts", 0), ("last_seen", 0)):
+        dtype = state[f"index.{name}"].dtype
+        state[f"index.{name}"] = torch.full((4, 3), fill, dtype=dtype)
+    with pytest.raises(RuntimeError, match=r"both powers of two.*got \[4, 3\]"):
+        _make().load_state_dict(state)
+
+
+def test_a_loaded_table_without_rows_grows_on_its_first_admission():
+    state = _make(admit_after=1).state_dict()
+    for name in ("weight", "row_dirty", "opt_exp_avg", "opt_exp_avg_sq", "opt_step"):
+        state[name] = state[name][:0]
+    table = _make(admit_after=1)
+    table.load_state_dict(state)
+    assert table.num_rows == 0
+    result = []
+    # run in a thread: growth from zero rows used to double 0 forever
+    worker = threading.Thread(target=lambda: result.append(table(torch.arange(5), now=0)))
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout=10)
+    assert result, "the first admission into a table without rows did not finish"
+    assert table.num_rows >= 5 and len(table) == 5
+    assert bool((result[0].abs().sum(dim=1) > 0).all())  # fresh rows ~ N(0, init_std)

@@ -95,13 +95,16 @@ def global_ids(values: torch.Tensor) -> torch.Tensor:
     return (fields << FIELD_SHIFT) | values
 
 
-def _check_ids(ids: torch.Tensor, name: str = "ids") -> None:
+def _check_ids(ids: torch.Tensor, name: str = "ids") -> torch.Tensor:
+    """``ids`` itself when it is a non-negative int64 tensor; TypeError/ValueError naming
+    ``name`` otherwise."""
     if not isinstance(ids, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(ids).__name__}")
     if ids.dtype != torch.int64:
         raise TypeError(f"{name}: expected dtype torch.int64, got {ids.dtype}")
     if ids.numel() and int(ids.min()) < 0:
         raise ValueError(f"{name}: expected non-negative ids, got min {int(ids.min())}")
+    return ids
 
 
 def field_of(ids: torch.Tensor) -> torch.Tensor:
@@ -595,15 +598,6 @@ class CriteoLikeGenerator:
         ] if drift > 0 else None  # fmt: skip
         self._sampler = torch.Generator().manual_seed(seed + 1)
         self._clock = float(start_time)
-
-    def batch(self, index: torch.Tensor | slice) -> CTRBatch:
-        """The examples at ``index`` (a slice or an int64 index tensor) as a :class:`CTRBatch`."""
-        return CTRBatch(
-            ids=self.ids[index],
-            dense=None if self.dense is None else self.dense[index],
-            label=self.label[index],
-            timestamp=self.timestamp[index],
-        )
 
     @property
     def now(self) -> float:

@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from subspace_recsys.data import _check_ids
 from subspace_recsys.hashing import shr64, signed64, splitmix64
 
 __all__ = [
@@ -74,12 +75,7 @@ class HashedEmbedding(nn.Module):
 
     def rows(self, ids: torch.Tensor) -> torch.Tensor:
         """Row index ``[*ids.shape]`` (int64 in ``[0, num_rows)``) of every id."""
-        if not isinstance(ids, torch.Tensor):
-            raise TypeError(f"ids: expected a torch.Tensor, got {type(ids).__name__}")
-        if ids.dtype != torch.int64:
-            raise TypeError(f"ids: expected dtype torch.int64, got {ids.dtype}")
-        if ids.numel() and int(ids.min()) < 0:
-            raise ValueError(f"ids: expected non-negative ids, got min {int(ids.min())}")
+        _check_ids(ids)
         # Drop the sign bit first so the remainder is of a non-negative number.
         return shr64(mix64(ids, self.seed), 1) % self.num_rows
 

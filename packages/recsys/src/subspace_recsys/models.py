@@ -145,7 +145,50 @@ class _CTRModel(nn.Module):
         return rows, None if dense is None else dense.to(rows.dtype)
 
 
-class WideAndDeep(_CTRModel):
+class _FirstOrderModel(_CTRModel):
+    """What Wide & Deep and DeepFM share: one ``embed_dim + 1`` table (first-order weight
+    and embedding of each id), a linear map of the dense features, a bias, and an MLP over
+    ``[e_1, ..., e_F, dense]``."""
+
+    def __init__(
+        self,
+        num_fields: int,
+        embed_dim: int,
+        *,
+        dense_dim: int = 0,
+        hidden: Sequence[int] = (128, 64),
+        embedding_factory: EmbeddingFactory,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(num_fields, embed_dim, dense_dim, embedding_factory, embed_dim + 1,
+                         dropout)  # fmt: skip
+        self.deep, width = _mlp(num_fields * embed_dim + dense_dim, _check_hidden(hidden), dropout)
+        self.deep_out = nn.Linear(width, 1)
+        self.dense_linear = nn.Linear(dense_dim, 1, bias=False) if dense_dim else None
+        self.bias = nn.Parameter(torch.zeros(()))
+
+    def _logit(
+        self,
+        ids: torch.Tensor,
+        dense: torch.Tensor | None,
+        now: float | None,
+        pairwise: Callable[[torch.Tensor], torch.Tensor] | None,
+    ) -> torch.Tensor:
+        """``b + sum_f w[id_f] (+ pairwise(e [B, F, D])) + v . dense + MLP([e, dense])``
+        -> ``[B]``, summed in that order."""
+        rows, dense = self._lookup(ids, dense, now)
+        first_order, emb = rows[..., 0], rows[..., 1:]
+        deep_in = emb.flatten(1)
+        logit = self.bias + first_order.sum(1)
+        if pairwise is not None:
+            logit = logit + pairwise(emb)
+        if self.dense_linear is not None:
+            logit = logit + self.dense_linear(dense).squeeze(-1)
+            deep_in = torch.cat([deep_in, dense], dim=1)
+        return logit + self.deep_out(self.deep(deep_in)).squeeze(-1)
+
+
+class WideAndDeep(_FirstOrderModel):
     """Wide & Deep (Cheng et al., 2016) on global feature ids.
 
     ``logit = b + sum_f w[id_f] + v . dense + MLP([e_1, ..., e_F, dense])``: the wide part
@@ -164,37 +207,14 @@ class WideAndDeep(_CTRModel):
         dropout: dropout after each hidden layer.
     """
 
-    def __init__(
-        self,
-        num_fields: int,
-        embed_dim: int,
-        *,
-        dense_dim: int = 0,
-        hidden: Sequence[int] = (128, 64),
-        embedding_factory: EmbeddingFactory,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(num_fields, embed_dim, dense_dim, embedding_factory, embed_dim + 1,
-                         dropout)  # fmt: skip
-        self.deep, width = _mlp(num_fields * embed_dim + dense_dim, _check_hidden(hidden), dropout)
-        self.deep_out = nn.Linear(width, 1)
-        self.dense_linear = nn.Linear(dense_dim, 1, bias=False) if dense_dim else None
-        self.bias = nn.Parameter(torch.zeros(()))
-
     def forward(
         self, ids: torch.Tensor, dense: torch.Tensor | None = None, now: float | None = None
     ) -> torch.Tensor:
-        rows, dense = self._lookup(ids, dense, now)
-        first_order, emb = rows[..., 0], rows[..., 1:]
-        deep_in = emb.flatten(1)
-        wide = self.bias + first_order.sum(1)
-        if self.dense_linear is not None:
-            wide = wide + self.dense_linear(dense).squeeze(-1)
-            deep_in = torch.cat([deep_in, dense], dim=1)
-        return wide + self.deep_out(self.deep(deep_in)).squeeze(-1)
+        """Logits ``[B]`` of ``ids [B, F]`` (and ``dense [B, dense_dim]``)."""
+        return self._logit(ids, dense, now, pairwise=None)
 
 
-class DeepFM(_CTRModel):
+class DeepFM(_FirstOrderModel):
     """DeepFM (Guo et al., 2017) on global feature ids.
 
     ``logit = b + sum_f w[id_f] + v . dense + sum_{i<j} <e_i, e_j> + MLP([e_1..e_F, dense])``:
@@ -205,34 +225,11 @@ class DeepFM(_CTRModel):
     :class:`WideAndDeep`.
     """
 
-    def __init__(
-        self,
-        num_fields: int,
-        embed_dim: int,
-        *,
-        dense_dim: int = 0,
-        hidden: Sequence[int] = (128, 64),
-        embedding_factory: EmbeddingFactory,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__(num_fields, embed_dim, dense_dim, embedding_factory, embed_dim + 1,
-                         dropout)  # fmt: skip
-        self.deep, width = _mlp(num_fields * embed_dim + dense_dim, _check_hidden(hidden), dropout)
-        self.deep_out = nn.Linear(width, 1)
-        self.dense_linear = nn.Linear(dense_dim, 1, bias=False) if dense_dim else None
-        self.bias = nn.Parameter(torch.zeros(()))
-
     def forward(
         self, ids: torch.Tensor, dense: torch.Tensor | None = None, now: float | None = None
     ) -> torch.Tensor:
-        rows, dense = self._lookup(ids, dense, now)
-        first_order, emb = rows[..., 0], rows[..., 1:]
-        deep_in = emb.flatten(1)
-        logit = self.bias + first_order.sum(1) + fm_interaction(emb)
-        if self.dense_linear is not None:
-            logit = logit + self.dense_linear(dense).squeeze(-1)
-            deep_in = torch.cat([deep_in, dense], dim=1)
-        return logit + self.deep_out(self.deep(deep_in)).squeeze(-1)
+        """Logits ``[B]`` of ``ids [B, F]`` (and ``dense [B, dense_dim]``)."""
+        return self._logit(ids, dense, now, pairwise=fm_interaction)
 
 
 class CrossLayerV2(nn.Module):

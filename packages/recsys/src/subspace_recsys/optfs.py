@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from subspace_recsys.batch import evaluate_ctr, train_ctr
-from subspace_recsys.data import CTRBatch, field_of
+from subspace_recsys.data import CTRBatch, _check_ids, field_of
 from subspace_recsys.hashed import HashedEmbedding
 
 __all__ = [
@@ -53,16 +53,6 @@ __all__ = [
     "optfs_movielens",
     "selection_by_field",
 ]
-
-
-def _check_ids(ids: object, name: str = "ids") -> torch.Tensor:
-    if not isinstance(ids, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(ids).__name__}")
-    if ids.dtype != torch.int64:
-        raise TypeError(f"{name}: expected dtype torch.int64, got {ids.dtype}")
-    if ids.numel() and int(ids.min()) < 0:
-        raise ValueError(f"{name}: expected non-negative ids, got min {int(ids.min())}")
-    return ids
 
 
 def _is_keyed_table(table: nn.Module) -> bool:

@@ -455,8 +455,10 @@ class OnlineTrainer:
         call; a batch is never split) are reached; returns :attr:`stats`.
 
         When the source ends, a final checkpoint and acknowledgement are made (:meth:`flush`);
-        after a limit, call :meth:`flush` yourself if needed. Repeated calls continue the same
-        iteration of the source.
+        after a limit, call :meth:`flush` yourself if needed. A call after a limit continues
+        the same iteration of the source; a call after the source ended iterates it again
+        from just after :attr:`position` (e.g. a Redis source with ``stop_when_idle`` picks
+        up the entries added since).
         """
         _check_count("max_batches", max_batches, optional=True)
         _check_count("max_events", max_events, optional=True)
@@ -475,6 +477,9 @@ class OnlineTrainer:
                 if item is None:
                     self.stats.events_skipped = self._skipped_total()
                     self.flush()
+                    # the next run() re-opens the source after self.position (a stream that
+                    # went idle, or a list that grew), instead of an exhausted iterator
+                    self._iterator = None
                     break
                 self._train_batch(item)
                 batches += 1

@@ -384,14 +384,15 @@ class CuckooIndex(nn.Module):
             return
         if shapes:
             (shape,) = shapes
-            nb = shape[0] if len(shape) == 2 else 0
-            if len(shape) != 2 or nb < 1 or nb & (nb - 1) or shape[1] < 1 or shape[1] > 64:
+            nb, slots = shape if len(shape) == 2 else (0, 0)
+            # both must be powers of two: lookups select buckets and slots with bit masks
+            if nb < 1 or nb & (nb - 1) or not 1 <= slots <= 64 or slots & (slots - 1):
                 error_msgs.append(
-                    f"{prefix}keys: expected shape [num_buckets (a power of two), slots <= 64], "
-                    f"got {list(shape)}"
+                    f"{prefix}keys: expected shape [num_buckets, slots_per_bucket], both powers "
+                    f"of two and slots_per_bucket <= 64, got {list(shape)}"
                 )
                 return
-            self.slots = int(shape[1])
+            self.slots = int(slots)
             if tuple(self.keys.shape) != shape:
                 self._allocate(nb)
         super()._load_from_state_dict(

@@ -316,7 +316,7 @@ class CollisionlessEmbedding(nn.Module):
         return names + [f"opt_{n}" for n in self.optim_config.state_names]
 
     def _grow_rows(self, needed: int) -> None:
-        size = self.num_rows
+        size = max(self.num_rows, 1)  # a loaded table may have no rows at all
         while size < needed:
             size *= 2
         for name in self._row_buffers():
