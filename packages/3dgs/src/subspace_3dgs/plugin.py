@@ -1,1 +1,5 @@
-"""The 3dgs plugin: registers the package's datasets, models, protocols and benchmarks (none yet)."""
+"""The 3dgs plugin: registers the package's datasets (the mesh files ``mesh_bunny_npm`` and
+``mesh_pymeshlab_samples``, :mod:`subspace_3dgs.meshes`). Models, protocols and benchmarks
+are still to come (issue 10)."""
+
+from subspace_3dgs import meshes as _meshes  # noqa: F401  the mesh datasets
