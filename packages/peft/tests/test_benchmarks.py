@@ -46,3 +46,42 @@ def test_measured_state_matches_the_analytic_count(method):
         assert measured == analytic + 4 * 56  # torch keeps one fp32 step tensor per parameter
     else:
         assert analytic <= measured <= 1.005 * analytic  # + step counters, similarity queue
+
+
+def test_adapter_run_keeps_the_methods_finished_before_a_crash(tmp_path, monkeypatch):
+    """A full run takes hours: each finished method is written at once, so a run stopped
+    part-way keeps its measurements."""
+    import json
+    from types import SimpleNamespace
+
+    import subspace_peft.finetune as finetune_module
+    import subspace_peft.hf as hf_module
+    from subspace_core.bench import BenchContext
+    from subspace_peft.benchmarks import finetuning
+
+    class Split:
+        labels = torch.tensor([0, 1, 1])
+
+        def __len__(self) -> int:
+            return 3
+
+    def fake_finetune(cfg, *args, **kwargs):
+        if cfg.method == "lora":
+            raise KeyboardInterrupt  # the run is stopped during the second method
+        return SimpleNamespace(lr=cfg.lr, steps=1, test_accuracy=0.5, val_accuracy=0.6,
+                               val_history=[0.6], best_epoch=0, trainable_params=10,
+                               total_params=100, optimizer_state_bytes=80,
+                               matrix_state_bytes=80, train_seconds=1.0, losses=[0.7])
+
+    monkeypatch.setattr(finetune_module, "finetune", fake_finetune)
+    monkeypatch.setattr(hf_module, "load_minilm", lambda: None)
+    monkeypatch.setattr(hf_module, "load_minilm_tokenizer", lambda: None)
+    monkeypatch.setattr(finetuning, "_splits",
+                        lambda settings, tokenizer, task: dict.fromkeys(
+                            ("train", "validation", "test"), Split()))
+    ctx = BenchContext(quick=True, device=torch.device("cpu"), out_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        finetuning._run_methods(ctx, ("svfit", "lora", "full"), "summary.json")
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert list(saved["methods"]) == ["svfit"]
+    assert saved["methods"]["svfit"]["test_accuracy"] == 0.5

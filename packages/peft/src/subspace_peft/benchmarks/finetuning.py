@@ -65,6 +65,7 @@ import json
 import torch
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
+from subspace_core.io import atomic_path
 
 __all__ = ["ADAPTER_METHODS", "ADAPTER_TASKS", "FULL", "LABELS", "LR_SWEEP", "MINILM_ADAPTERS",
            "MINILM_SENTIMENT", "QUICK", "TUNED_LR", "run_minilm_adapters", "run_minilm_sentiment"]
@@ -163,16 +164,19 @@ def _run_methods(ctx: BenchContext, methods: tuple[str, ...], summary_file: str,
     num_classes = int(data["train"].labels.max()) + 1
     case = (f"MiniLM-L6 {task}, {settings['epochs']} epoch(s) x {n_train:,} "
             f"(batch {settings['batch_size']})")
+    summary = {"case": case, "task": task, "quick": ctx.quick, "settings": settings,
+               "methods": {}}
     results = {}
     for name in methods:
         cfg = FinetuneConfig(name, TUNED_LR[name], epochs=settings["epochs"],
                              batch_size=settings["batch_size"])
         results[name] = finetune(cfg, data["train"], data["validation"], data["test"],
                                  encoder=encoder, device=ctx.device, num_classes=num_classes)
+        # written after every method, so a run stopped part-way keeps what it measured
+        summary["methods"][name] = _method_summary(name, results[name])
+        _write_summary(ctx, summary_file, summary)
     full_acc = 100.0 * results["full"].test_accuracy
     rows: list[Measurement] = []
-    summary = {"case": case, "task": task, "quick": ctx.quick, "settings": settings,
-               "methods": {}}
     for name, r in results.items():
         label = LABELS[name]
         acc = 100.0 * r.test_accuracy
@@ -191,17 +195,25 @@ def _run_methods(ctx: BenchContext, methods: tuple[str, ...], summary_file: str,
             Measurement(case, label, "train_loss", _tail_mean(r.losses), "", False),
             Measurement(case, label, "train_wall", r.train_seconds, "s", False),
         ]
-        summary["methods"][name] = {
-            "label": label, "lr": r.lr, "steps": r.steps, "test_accuracy": r.test_accuracy,
-            "val_accuracy": r.val_accuracy, "val_history": r.val_history,
-            "best_epoch": r.best_epoch, "trainable_params": r.trainable_params,
-            "total_params": r.total_params, "optimizer_state_bytes": r.optimizer_state_bytes,
-            "matrix_state_bytes": r.matrix_state_bytes,
-            "train_seconds": r.train_seconds, "losses": r.losses,
-        }
-    ctx.out_dir.mkdir(parents=True, exist_ok=True)
-    (ctx.out_dir / summary_file).write_text(json.dumps(summary, indent=2))
     return case, results, rows
+
+
+def _method_summary(name: str, r) -> dict:
+    """The JSON record of one method's :class:`~subspace_peft.finetune.FinetuneResult`."""
+    return {
+        "label": LABELS[name], "lr": r.lr, "steps": r.steps, "test_accuracy": r.test_accuracy,
+        "val_accuracy": r.val_accuracy, "val_history": r.val_history,
+        "best_epoch": r.best_epoch, "trainable_params": r.trainable_params,
+        "total_params": r.total_params, "optimizer_state_bytes": r.optimizer_state_bytes,
+        "matrix_state_bytes": r.matrix_state_bytes,
+        "train_seconds": r.train_seconds, "losses": r.losses,
+    }
+
+
+def _write_summary(ctx: BenchContext, summary_file: str, summary: dict) -> None:
+    ctx.out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(ctx.out_dir / summary_file) as tmp:
+        tmp.write_text(json.dumps(summary, indent=2))
 
 
 def run_minilm_sentiment(ctx: BenchContext) -> list[Measurement]:
