@@ -52,14 +52,14 @@ class Gaussians(nn.Module):
         features: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
-        n = _check_shape("means", means, (None, 3))[0]
-        _check_shape("quats", quats, (n, 4))
-        _check_shape("log_scales", log_scales, (n, 3))
-        _check_shape("opacity_logits", opacity_logits, (n,))
-        _check_shape("sh", sh, (n, None, None))
+        n = check_shape("means", means, (None, 3))[0]
+        check_shape("quats", quats, (n, 4))
+        check_shape("log_scales", log_scales, (n, 3))
+        check_shape("opacity_logits", opacity_logits, (n,))
+        check_shape("sh", sh, (n, None, None))
         max_sh_degree(sh.shape[1])  # validates K
         if features is not None:
-            _check_shape("features", features, (n, None))
+            check_shape("features", features, (n, None))
         self.means = nn.Parameter(means.detach().clone())
         self.quats = nn.Parameter(quats.detach().clone())
         self.log_scales = nn.Parameter(log_scales.detach().clone())
@@ -91,11 +91,11 @@ class Gaussians(nn.Module):
             chunk_size: rows of the pairwise-distance matrix computed at once (bounds memory
                 at ``chunk_size * N`` floats).
         """
-        n = _check_shape("xyz", xyz, (None, 3))[0]
+        n = check_shape("xyz", xyz, (None, 3))[0]
         if n < 2:
             raise ValueError(f"xyz: expected at least 2 points, got {n}")
         if rgb is not None:
-            _check_shape("rgb", rgb, (n, 3))
+            check_shape("rgb", rgb, (n, 3))
         if not 0.0 < initial_opacity < 1.0:
             raise ValueError(f"initial_opacity: expected in (0, 1), got {initial_opacity}")
         xyz = xyz.detach()
@@ -153,7 +153,7 @@ class Gaussians(nn.Module):
         return rs @ rs.transpose(1, 2)
 
 
-def _check_shape(name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> torch.Size:
+def check_shape(name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> torch.Size:
     """Raise a ValueError naming ``name`` unless ``t`` matches ``shape`` (None = any size)."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")

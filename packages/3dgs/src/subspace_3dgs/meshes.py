@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from subspace_3dgs.ply import ply_header
 from subspace_core.data.registry import fetch, register_dataset
 from subspace_core.data.sources import LocalDir, NpmTarballMember, PyPIWheelMember
 from subspace_core.data.spec import DatasetSpec, FileSpec
@@ -266,44 +267,6 @@ def read_off(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return v, _check_faces(np.asarray(tris), nv, str(path))
 
 
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
-}  # fmt: skip
-
-
-def _ply_header(fh, path) -> tuple[str, list[tuple[str, int, list[tuple]]]]:
-    if fh.readline().strip() != b"ply":
-        raise ValueError(f"{path}: not a PLY file (first line is not 'ply')")
-    fmt = None
-    elements: list[tuple[str, int, list[tuple]]] = []
-    while True:
-        line = fh.readline()
-        if not line:
-            raise ValueError(f"{path}: PLY header has no 'end_header'")
-        parts = line.decode("ascii", errors="replace").split()
-        if not parts or parts[0] in ("comment", "obj_info"):
-            continue
-        if parts[0] == "end_header":
-            break
-        if parts[0] == "format":
-            fmt = parts[1]
-        elif parts[0] == "element":
-            elements.append((parts[1], int(parts[2]), []))
-        elif parts[0] == "property":
-            if not elements:
-                raise ValueError(f"{path}: PLY property before any element")
-            if parts[1] == "list":
-                elements[-1][2].append((parts[4], _PLY_TYPES[parts[2]], _PLY_TYPES[parts[3]]))
-            else:
-                elements[-1][2].append((parts[2], _PLY_TYPES[parts[1]]))
-    if fmt not in ("ascii", "binary_little_endian"):
-        raise ValueError(f"{path}: PLY format: expected ascii or binary_little_endian, got {fmt!r}")
-    return fmt, elements
-
-
 def _ply_binary_element(fh, count: int, props: list[tuple], path) -> dict[str, object]:
     if all(len(p) == 2 for p in props):
         dtype = np.dtype([(p[0], "<" + p[1]) for p in props])
@@ -338,7 +301,7 @@ def read_ply_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Vertices float32 ``[V, 3]`` and triangles int64 ``[F, 3]`` of an ASCII or binary
     little-endian PLY (``vertex`` x/y/z and ``face`` vertex_indices / vertex_index)."""
     with open(path, "rb") as fh:
-        fmt, elements = _ply_header(fh, path)
+        fmt, elements = ply_header(fh, path)
         values: dict[str, dict[str, object]] = {}
         if fmt == "ascii":
             rows = iter(fh.read().decode("ascii").splitlines())

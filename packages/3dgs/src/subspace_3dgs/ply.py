@@ -110,10 +110,25 @@ def write_splat_ply(
     return out
 
 
-def _read_header(fh, path: Path) -> tuple[int, list[str]]:
-    if fh.readline().rstrip(b"\r\n") != b"ply":
+_PLY_TYPES = {
+    "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+    "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+    "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+    "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
+}  # fmt: skip
+
+
+def ply_header(fh, path) -> tuple[str, list[tuple[str, int, list[tuple]]]]:
+    """Parse a PLY header from the binary file ``fh`` (left at the first data byte).
+
+    Returns ``(format, elements)``; each element is ``(name, count, properties)`` with a
+    property ``(name, numpy dtype)`` or, for lists, ``(name, count dtype, item dtype)``.
+    Only ``ascii`` and ``binary_little_endian`` are accepted.
+    """
+    if fh.readline().strip() != b"ply":
         raise ValueError(f"{path}: not a PLY file (first line is not 'ply')")
-    count, names, fmt, element = None, [], None, None
+    fmt = None
+    elements: list[tuple[str, int, list[tuple]]] = []
     while True:
         line = fh.readline()
         if not line:
@@ -126,23 +141,42 @@ def _read_header(fh, path: Path) -> tuple[int, list[str]]:
         if parts[0] == "format":
             fmt = parts[1]
         elif parts[0] == "element":
-            if element is not None:
-                raise ValueError(
-                    f"{path}: expected a single 'vertex' element (3DGS layout), "
-                    f"got another element {parts[1]!r}"
-                )
-            element, count = parts[1], int(parts[2])
+            elements.append((parts[1], int(parts[2]), []))
         elif parts[0] == "property":
-            if parts[1] != "float" and parts[1] != "float32":
-                raise ValueError(
-                    f"{path}: property {parts[-1]!r}: expected float (3DGS layout), got {parts[1]}"
-                )
-            names.append(parts[2])
+            if not elements:
+                raise ValueError(f"{path}: PLY property before any element")
+            unknown = [t for t in parts[1:-1] if t != "list" and t not in _PLY_TYPES]
+            if unknown:
+                raise ValueError(f"{path}: PLY property {parts[-1]!r}: unknown type {unknown[0]!r}")
+            if parts[1] == "list":
+                elements[-1][2].append((parts[4], _PLY_TYPES[parts[2]], _PLY_TYPES[parts[3]]))
+            else:
+                elements[-1][2].append((parts[2], _PLY_TYPES[parts[1]]))
+    if fmt not in ("ascii", "binary_little_endian"):
+        raise ValueError(f"{path}: PLY format: expected ascii or binary_little_endian, got {fmt!r}")
+    return fmt, elements
+
+
+def _read_header(fh, path: Path) -> tuple[int, list[str]]:
+    """The vertex count and property names of a 3DGS PLY header (one ``vertex`` element of
+    float32 properties, binary little-endian)."""
+    fmt, elements = ply_header(fh, path)
+    if len(elements) > 1:
+        raise ValueError(
+            f"{path}: expected a single 'vertex' element (3DGS layout), got elements "
+            f"{[name for name, _, _ in elements]}"
+        )
     if fmt != "binary_little_endian":
         raise ValueError(f"{path}: format: expected binary_little_endian, got {fmt!r}")
-    if element != "vertex" or count is None:
-        raise ValueError(f"{path}: expected a 'vertex' element, got {element!r}")
-    return count, names
+    if not elements or elements[0][0] != "vertex":
+        raise ValueError(f"{path}: expected a 'vertex' element, got {elements[:1]!r}")
+    _, count, properties = elements[0]
+    for prop in properties:
+        if len(prop) != 2 or prop[1] != "f4":
+            raise ValueError(
+                f"{path}: property {prop[0]!r}: expected float (3DGS layout), got {prop[1:]}"
+            )
+    return count, [name for name, _ in properties]
 
 
 def read_splat_ply(path: str | Path) -> SplatPly:

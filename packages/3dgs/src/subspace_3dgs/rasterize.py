@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.utils.checkpoint
 
-from .gaussians import Gaussians, _check_shape, quat_to_rotmat
+from .gaussians import Gaussians, check_shape, quat_to_rotmat
 from .projection import ALPHA_THRESHOLD, Projected, project_gaussians, view_dependent_colors
 from .sh import max_sh_degree
 
@@ -255,13 +255,13 @@ def _prepare(
     features, background, sh_degree, near, far, eps2d, sigma_cutoff,
 ) -> _Prepared:  # fmt: skip
     """Validate inputs, project the Gaussians and stack the values to composite."""
-    n = _check_shape("means", means, (None, 3))[0]
-    _check_shape("quats", quats, (n, 4))
-    _check_shape("log_scales", log_scales, (n, 3))
-    _check_shape("opacity_logits", opacity_logits, (n,))
-    _check_shape("sh", sh, (n, None, None))
-    _check_shape("viewmat", viewmat, (4, 4))
-    _check_shape("K", K, (3, 3))
+    n = check_shape("means", means, (None, 3))[0]
+    check_shape("quats", quats, (n, 4))
+    check_shape("log_scales", log_scales, (n, 3))
+    check_shape("opacity_logits", opacity_logits, (n,))
+    check_shape("sh", sh, (n, None, None))
+    check_shape("viewmat", viewmat, (4, 4))
+    check_shape("K", K, (3, 3))
     for name, v in (("width", width), ("height", height)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise ValueError(f"{name}: expected a positive int, got {v!r}")
@@ -271,9 +271,9 @@ def _prepare(
         raise ValueError(f"sh_degree: expected an int in [0, {stored_degree}], got {sh_degree!r}")
     num_colors = sh.shape[2]
     if features is not None:
-        _check_shape("features", features, (n, None))
+        check_shape("features", features, (n, None))
     if background is not None:
-        _check_shape("background", background, (num_colors,))
+        check_shape("background", background, (num_colors,))
 
     rot = quat_to_rotmat(quats)
     rs = rot * log_scales.exp()[:, None, :]
