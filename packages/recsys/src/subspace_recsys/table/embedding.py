@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import torch
@@ -20,6 +19,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 from torch.autograd.function import once_differentiable
+
+from subspace_core.io import atomic_path
 
 from .cuckoo import CuckooIndex
 from .delta import TableDelta
@@ -539,19 +540,8 @@ class CollisionlessEmbedding(nn.Module):
         path = os.fspath(path)
         tensors = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
         metadata = {"format": _FORMAT, "config": json.dumps(self.config())}
-        directory = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".safetensors")
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CollisionlessEmbedding:
