@@ -206,8 +206,11 @@ def test_benchmark_registered():
     benches = {b.name: b for b in list_benchmarks(["peft"])}
     bench = benches["peft/minilm_sentiment"]
     assert bench.method.startswith("GaLore") and len(bench.baselines) == 2
-    adapters = benches["peft/minilm_adapters"]
-    assert adapters.method.startswith("SVFit") and len(adapters.baselines) == 5
+    for name in ("peft/minilm_adapters", "peft/minilm_adapters_20ng"):
+        adapters = benches[name]
+        assert adapters.method.startswith("SVFit") and len(adapters.baselines) == 5
+    assert "Rotten Tomatoes" in benches["peft/minilm_adapters"].description
+    assert "20 Newsgroups" in benches["peft/minilm_adapters_20ng"].description
     from subspace_peft.benchmarks.finetuning import ADAPTER_METHODS, TUNED_LR
 
     assert set(ADAPTER_METHODS) <= set(TUNED_LR)
