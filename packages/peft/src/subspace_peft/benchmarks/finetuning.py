@@ -230,7 +230,8 @@ def _run_adapter_task(ctx: BenchContext, task: str) -> list[Measurement]:
     case, results, rows = _run_methods(ctx, ADAPTER_METHODS,
                                        f"peft_minilm_adapters_{task}.json", task)
     svfit, lora = results["svfit"], results["lora"]
-    return rows + [
+    return [
+        *rows,
         Measurement(case, LABELS["svfit"], "test_acc_vs_lora",
                     100.0 * (svfit.test_accuracy - lora.test_accuracy), "pts", True),
         Measurement(case, LABELS["svfit"], "lora_params_multiple",
