@@ -85,3 +85,27 @@ def test_adapter_run_keeps_the_methods_finished_before_a_crash(tmp_path, monkeyp
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert list(saved["methods"]) == ["svfit"]
     assert saved["methods"]["svfit"]["test_accuracy"] == 0.5
+
+    # a rerun into the same folder resumes: svfit is not trained again, the others are
+    trained = []
+
+    def counting_finetune(cfg, *args, **kwargs):
+        trained.append(cfg.method)
+        return SimpleNamespace(lr=cfg.lr, steps=1, test_accuracy=0.7, val_accuracy=0.6,
+                               val_history=[0.6], best_epoch=0, trainable_params=20,
+                               total_params=100, optimizer_state_bytes=80,
+                               matrix_state_bytes=80, train_seconds=1.0, losses=[0.7])
+
+    monkeypatch.setattr(finetune_module, "finetune", counting_finetune)
+    _, results, rows = finetuning._run_methods(ctx, ("svfit", "lora", "full"), "summary.json")
+    assert trained == ["lora", "full"]
+    assert results["svfit"].test_accuracy == 0.5 and results["svfit"].method == "svfit"
+    assert {r.method for r in rows} == {finetuning.LABELS[m] for m in ("svfit", "lora", "full")}
+    assert list(json.loads((tmp_path / "summary.json").read_text())["methods"]) == [
+        "svfit", "lora", "full"]
+
+    # other settings (here: the full ones) are not mixed with the quick record
+    trained.clear()
+    full_ctx = BenchContext(quick=False, device=torch.device("cpu"), out_dir=tmp_path)
+    finetuning._run_methods(full_ctx, ("svfit", "full"), "summary.json")
+    assert trained == ["svfit", "full"]

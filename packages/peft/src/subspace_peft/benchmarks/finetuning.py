@@ -167,8 +167,13 @@ def _run_methods(ctx: BenchContext, methods: tuple[str, ...], summary_file: str,
             f"(batch {settings['batch_size']})")
     summary = {"case": case, "task": task, "quick": ctx.quick, "settings": settings,
                "methods": {}}
+    finished = _finished_methods(ctx, summary_file, summary)
     results = {}
     for name in methods:
+        if name in finished:
+            results[name] = finished[name]
+            summary["methods"][name] = _method_summary(name, finished[name])
+            continue
         cfg = FinetuneConfig(name, TUNED_LR[name], epochs=settings["epochs"],
                              batch_size=settings["batch_size"])
         results[name] = finetune(cfg, data["train"], data["validation"], data["test"],
@@ -209,6 +214,24 @@ def _method_summary(name: str, r) -> dict:
         "matrix_state_bytes": r.matrix_state_bytes,
         "train_seconds": r.train_seconds, "losses": r.losses,
     }
+
+
+def _finished_methods(ctx: BenchContext, summary_file: str, summary: dict) -> dict:
+    """The results an earlier, interrupted run wrote to ``summary_file`` in the same output
+    folder, by method, when it ran the same case, task and settings, and each method at its
+    current :data:`TUNED_LR` (anything else is measured again); a rerun resumes from them."""
+    from subspace_peft.finetune import FinetuneResult
+
+    path = ctx.out_dir / summary_file
+    if not path.is_file():
+        return {}
+    earlier = json.loads(path.read_text())
+    if any(earlier.get(k) != summary[k] for k in ("case", "task", "quick", "settings")):
+        return {}
+    return {name: FinetuneResult(method=name, **{k: v for k, v in record.items()
+                                                if k != "label"})
+            for name, record in earlier.get("methods", {}).items()
+            if record.get("lr") == TUNED_LR.get(name)}
 
 
 def _write_summary(ctx: BenchContext, summary_file: str, summary: dict) -> None:
