@@ -27,17 +27,22 @@ import torch
 import torch.utils.checkpoint
 
 from .gaussians import Gaussians, check_shape, quat_to_rotmat
+from .gsplat_backend import gsplat_available, rasterize_gsplat
 from .projection import ALPHA_THRESHOLD, Projected, project_gaussians, view_dependent_colors
 from .sh import max_sh_degree
 
 __all__ = [
+    "BACKENDS",
     "MAX_ALPHA",
     "T_THRESHOLD",
     "RenderOutput",
     "rasterize",
     "rasterize_dense",
     "rasterize_gaussians",
+    "resolve_backend",
 ]
+
+BACKENDS = ("auto", "torch", "gsplat")
 
 MAX_ALPHA = 0.99
 T_THRESHOLD = 1e-4
@@ -93,9 +98,11 @@ def rasterize(
     render_features: bool = True,
     tile_size: int = 16,
     sh_degree: int | None = None,
+    backend: str = "auto",
     **kwargs,
 ) -> RenderOutput:
-    """Render a :class:`Gaussians` module (see :func:`rasterize_gaussians` for the arguments).
+    """Render a :class:`Gaussians` module (see :func:`rasterize_gaussians` for the arguments,
+    ``backend`` included).
 
     ``render_features=False`` skips the module's extra features even if it has them.
     """
@@ -115,6 +122,7 @@ def rasterize(
         background=background,
         tile_size=tile_size,
         sh_degree=sh_degree,
+        backend=backend,
         **kwargs,
     )
 
@@ -140,6 +148,8 @@ def rasterize_gaussians(
     sigma_cutoff: float = 3.0,
     max_chunk_elements: int = 1 << 22,
     checkpoint: bool = True,
+    backend: str = "auto",
+    packed: bool = True,
 ) -> RenderOutput:
     """Render raw Gaussian parameters, tile by tile; differentiable w.r.t. every tensor input.
 
@@ -163,10 +173,25 @@ def rasterize_gaussians(
         checkpoint: recompute each chunk's per-pixel intermediates during backward instead of
             storing them (gradient checkpointing), so memory under autograd is bounded by one
             chunk rather than the whole image; costs roughly one extra forward pass.
+        backend: ``"torch"`` (this module), ``"gsplat"`` (CUDA kernels, see
+            :mod:`~subspace_3dgs.gsplat_backend`) or ``"auto"``: gsplat when ``means`` is on a
+            CUDA device and gsplat imports, torch otherwise. Under gsplat, ``sigma_cutoff``,
+            ``max_chunk_elements`` and ``checkpoint`` do not apply (gsplat cuts splats at
+            ``alpha < 1/255``, like ``sigma_cutoff >= 3.33`` here, and has its own memory
+            layout).
+        packed: gsplat only: its sparse (packed) layout of the projected Gaussians, which
+            saves memory when a view sees few of them; images are the same either way.
 
     Returns:
         :class:`RenderOutput`.
     """
+    device = means.device if isinstance(means, torch.Tensor) else torch.device("cpu")
+    if resolve_backend(backend, device) == "gsplat":
+        return rasterize_gsplat(
+            means, quats, log_scales, opacity_logits, sh, viewmat, K, width, height,
+            features=features, background=background, tile_size=tile_size,
+            sh_degree=sh_degree, near=near, far=far, eps2d=eps2d, packed=packed,
+        )  # fmt: skip
     if not isinstance(tile_size, int) or tile_size < 1:
         raise ValueError(f"tile_size: expected a positive int, got {tile_size!r}")
     prep = _prepare(
@@ -177,6 +202,25 @@ def rasterize_gaussians(
         prep, width, height, tile_size, sigma_cutoff, max_chunk_elements, checkpoint
     )
     return _finish(prep, pix)
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """The backend (``"torch"`` or ``"gsplat"``) that ``backend`` means for tensors on ``device``.
+
+    ``"auto"`` picks gsplat only on CUDA and only when it imports, so CPU users never need it.
+    An explicit ``"gsplat"`` off CUDA raises a ValueError rather than falling back silently.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend: expected one of {BACKENDS}, got {backend!r}")
+    on_cuda = torch.device(device).type == "cuda"
+    if backend == "gsplat" and not on_cuda:
+        raise ValueError(
+            f"backend: 'gsplat' needs CUDA tensors (gsplat has no CPU kernels), got tensors "
+            f"on {device}; use backend='torch' or 'auto'"
+        )
+    if backend == "auto":
+        return "gsplat" if on_cuda and gsplat_available() else "torch"
+    return backend
 
 
 def rasterize_dense(

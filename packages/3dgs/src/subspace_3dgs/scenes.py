@@ -5,7 +5,7 @@ integer + 0.5, perspective-correct barycentrics, Lambertian shading of a smooth
 procedural per-vertex colour under a fixed directional light). :func:`make_scene` renders a
 mesh from a camera rig and splits the views the NeRF / 3DGS way (every 8th view held out
 for testing). :func:`load_colmap_or_nerf` reads a NeRF-synthetic ``transforms_*.json``
-folder so users can bring their own captures.
+folder or a COLMAP capture so users can bring their own captures.
 """
 
 from __future__ import annotations
@@ -20,12 +20,14 @@ import numpy as np
 import torch
 
 from subspace_3dgs.cameras import Camera, fibonacci_cameras, focal_from_fov, orbit_cameras
+from subspace_3dgs.colmap import find_sparse_dir, read_colmap_model
 from subspace_3dgs.meshes import load_mesh
 
 __all__ = [
     "HOLDOUT_EVERY",
     "Scene",
     "View",
+    "load_colmap",
     "load_colmap_or_nerf",
     "make_scene",
     "render_mesh",
@@ -54,7 +56,9 @@ class View:
 @dataclass(frozen=True, eq=False)
 class Scene:
     """Views of one object; ``test_indices`` index ``views``, the rest are training views.
-    ``vertices [V, 3]`` / ``faces [F, 3]`` hold the source mesh (None for loaded captures)."""
+    ``vertices [V, 3]`` / ``faces [F, 3]`` hold the source mesh (None for loaded captures).
+    ``points [M, 3]`` / ``point_colors [M, 3]`` (float32, colours in [0, 1]) hold a capture's
+    sparse structure-from-motion points (COLMAP), the usual 3DGS initialisation, or None."""
 
     views: tuple[View, ...]
     test_indices: tuple[int, ...]
@@ -62,6 +66,8 @@ class Scene:
     vertices: np.ndarray | None = None
     faces: np.ndarray | None = None
     name: str = ""
+    points: np.ndarray | None = None
+    point_colors: np.ndarray | None = None
 
     @property
     def train_views(self) -> list[View]:
@@ -289,21 +295,26 @@ def load_colmap_or_nerf(
     load_images: bool = True,
 ) -> Scene:
     """A scene from a NeRF-synthetic folder (``transforms_train.json``, optional
-    ``transforms_test.json`` / ``transforms_val.json``).
+    ``transforms_test.json`` / ``transforms_val.json``) or a COLMAP capture (see
+    :func:`load_colmap`; used when there is no ``transforms_train.json``).
 
     Each JSON has ``camera_angle_x`` (horizontal FOV, radians) and ``frames`` with
     ``file_path`` and a camera-to-world ``transform_matrix`` in the OpenGL convention (y up,
     z backwards), converted here to OpenCV world->camera ``viewmat``. Image sizes come from
     the images (read with Pillow when installed; RGBA composited on ``background``, alpha >
     0.5 as mask) or from ``w`` / ``h`` keys. Test views are those of
-    ``transforms_test.json``; without it, every 8th view. COLMAP folders are not read yet.
+    ``transforms_test.json``; without it, every 8th view.
     """
     root = Path(path)
     if not root.is_dir():
         raise ValueError(f"path: expected a directory, got {str(path)!r}")
     if not (root / "transforms_train.json").is_file():
-        hint = " (a COLMAP folder: not supported yet)" if (root / "sparse").is_dir() else ""
-        raise ValueError(f"path: expected {root}/transforms_train.json{hint}")
+        if find_sparse_dir(root) is not None:
+            return load_colmap(root, background=background, load_images=load_images)
+        raise ValueError(
+            f"path: expected {root}/transforms_train.json (NeRF-synthetic) or a COLMAP model "
+            f"(sparse/0/cameras.bin|txt, sparse/cameras.*, or cameras.* in {root})"
+        )
     bg = np.asarray(background, dtype=np.float32)
     views: list[View] = []
     test: list[int] = []
@@ -349,4 +360,55 @@ def load_colmap_or_nerf(
         tuple(test) if test else _holdout(len(views)),
         tuple(float(b) for b in bg),
         name=root.name,
+    )
+
+
+def load_colmap(
+    path: str | Path,
+    *,
+    background: Sequence[float] = (1.0, 1.0, 1.0),
+    load_images: bool = True,
+    images_dir: str = "images",
+) -> Scene:
+    """A scene from a COLMAP capture folder: a sparse model in ``sparse/0``, ``sparse`` or
+    ``path`` itself (.bin or .txt, see :mod:`subspace_3dgs.colmap`) and the photos in
+    ``path/images_dir``.
+
+    Views are ordered by image name; every 8th is a test view (the 3DGS rule). Images are read
+    with Pillow when installed; an image whose size differs from its COLMAP camera (e.g. a
+    downscaled ``images_4`` folder) scales the intrinsics to it. ``mask`` is set only for
+    images with transparency. The sparse points and their colours become ``Scene.points`` /
+    ``Scene.point_colors``. Lens distortion is ignored with a warning.
+    """
+    root = Path(path)
+    sparse = find_sparse_dir(root)
+    if sparse is None:
+        raise ValueError(f"path: expected a COLMAP model (sparse/0/cameras.bin or .txt) in {root}")
+    model = read_colmap_model(sparse)
+    if not model.images:
+        raise ValueError(f"{sparse}: the COLMAP model has no registered images")
+    bg = np.asarray(background, dtype=np.float32)
+    views: list[View] = []
+    for image in sorted(model.images.values(), key=lambda im: im.name):
+        cam = model.camera(image)
+        rgb = mask = None
+        file = root / images_dir / image.name
+        if load_images and file.is_file():
+            rgb, mask = _read_image(file, bg)
+        if rgb is not None:
+            height, width = rgb.shape[:2]
+            if (width, height) != (cam.width, cam.height):
+                scale = torch.tensor([[width / cam.width], [height / cam.height], [1.0]])
+                cam = Camera(cam.viewmat, cam.K * scale, width, height, cam.name)
+            if bool(mask.all()):
+                mask = None  # an opaque photo carries no object mask
+        views.append(View(cam, rgb, None, mask))
+    pts = model.points
+    return Scene(
+        tuple(views),
+        _holdout(len(views)),
+        tuple(float(b) for b in bg),
+        name=root.name,
+        points=pts.xyz.astype(np.float32),
+        point_colors=(pts.rgb.astype(np.float32) / 255.0),
     )
