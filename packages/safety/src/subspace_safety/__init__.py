@@ -1,7 +1,72 @@
 """Subspace Zoo: concept subspaces for safe generation and robust embeddings.
 
+* :class:`ConceptSubspace` -- an SVD basis of a concept's embeddings: project in / out,
+  per-token proximity, save / load (:mod:`subspace_safety.concept`);
+* SAFREE (:mod:`subspace_safety.safree`): flag prompt tokens near a toxic concept subspace
+  and project them onto its orthogonal complement within the prompt's own input space;
+  self-validating step count; Fourier re-attention. :class:`SafreeStableDiffusion` runs it
+  inside a diffusers text-to-image pipeline (:mod:`subspace_safety.diffusers_integration`,
+  extra ``diffusers``);
+* :class:`EigenShield` (Marchenko-Pastur bulk edge, robustness-based score, quantile) and
+  the plain :class:`PCAProjection` baseline (:mod:`subspace_safety.eigenshield`);
+* Effort (:func:`apply_effort`): SVD-split layers with frozen principal and trainable,
+  orthogonality-constrained residual components (:mod:`subspace_safety.effort`);
+* :class:`LiTClip` -- a CLIP-like model assembled LiT-style from a frozen ImageNet
+  MobileNetV2 and a frozen MiniLM, only the projections trained (:mod:`subspace_safety.lit_clip`;
+  shipped as ``safety/lit_clip_mnv2_minilm.fmnist_mnist``);
+* small VAE / DCGAN / DDPM generators for Fashion-MNIST (:mod:`subspace_safety.generators`).
+
 Importing the package does not register anything with the core; the ``subzoo`` plugin
-(:mod:`subspace_safety.plugin`) does. Status (issue 11): started.
+(:mod:`subspace_safety.plugin`) does. Status (issue 11): in development.
 """
 
-__all__: list[str] = []
+from subspace_safety.concept import ConceptSubspace
+from subspace_safety.effort import (
+    EffortConv1x1,
+    EffortLinear,
+    EffortLosses,
+    apply_effort,
+    effort_layers,
+    effort_losses,
+)
+from subspace_safety.eigenshield import EigenShield, PCAProjection, SubspaceFilter
+from subspace_safety.generators import GENERATORS, SmallDCGAN, SmallDDPM, SmallVAE
+from subspace_safety.lit_clip import LiTClip, info_nce_loss, pool_tokens
+from subspace_safety.safree import (
+    HFTextEncoder,
+    SafreeResult,
+    TokenEncoder,
+    concept_subspace_from_prompts,
+    fourier_reattention,
+    safree_filter_prompts,
+    safree_filter_tokens,
+    self_validating_steps,
+)
+
+__all__ = [
+    "GENERATORS",
+    "ConceptSubspace",
+    "EffortConv1x1",
+    "EffortLinear",
+    "EffortLosses",
+    "EigenShield",
+    "HFTextEncoder",
+    "LiTClip",
+    "PCAProjection",
+    "SafreeResult",
+    "SmallDCGAN",
+    "SmallDDPM",
+    "SmallVAE",
+    "SubspaceFilter",
+    "TokenEncoder",
+    "apply_effort",
+    "concept_subspace_from_prompts",
+    "effort_layers",
+    "effort_losses",
+    "fourier_reattention",
+    "info_nce_loss",
+    "pool_tokens",
+    "safree_filter_prompts",
+    "safree_filter_tokens",
+    "self_validating_steps",
+]

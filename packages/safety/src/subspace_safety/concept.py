@@ -20,12 +20,12 @@ Checkpoints are safetensors files (tensors ``basis``, ``singular_values`` and, i
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from subspace_core.io import atomic_path
 from subspace_core.linalg import project, project_out, select_by_energy
 from subspace_core.linalg.svd import robust_svd
 
@@ -259,15 +259,8 @@ class ConceptSubspace:
         if self.mean is not None:
             tensors["mean"] = self.mean.detach().cpu().contiguous()
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, tmp, metadata=meta)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Recipes that train the shipped checkpoints of subspace-safety (``subzoo train ID``)."""

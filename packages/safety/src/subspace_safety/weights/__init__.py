@@ -1,0 +1,1 @@
+"""Shipped checkpoints of subspace-safety (safetensors, sha256 in the registry)."""
