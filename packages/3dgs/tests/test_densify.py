@@ -9,6 +9,7 @@ from subspace_3dgs.densify import (
     append_rows,
     reset_opacity,
     select_rows,
+    within_budget,
 )
 from subspace_3dgs.gaussians import Gaussians
 from subspace_3dgs.rasterize import RenderOutput
@@ -157,3 +158,52 @@ def test_select_and_append_rows_validate():
         reset_opacity(gs, opt, 1.0)
     with pytest.raises(ValueError, match="num_split"):
         DensifyConfig(num_split=1)
+
+
+def test_within_budget_takes_highest_priority_that_fits():
+    cand = torch.tensor([True, True, False, True, True, True])
+    prio = torch.tensor([5.0, 9.0, 100.0, 7.0, 7.0, 1.0])
+    growth = torch.tensor([1, 1, 1, 1, 1, 1])
+    # order by priority: 1 (9), 3 and 4 (7, tie: lower index first), 0 (5), 5 (1); 2 not a candidate
+    assert within_budget(cand, prio, growth, 2).tolist() == [False, True, False, True, False, False]
+    assert within_budget(cand, prio, growth, 3).nonzero().flatten().tolist() == [1, 3, 4]
+    assert within_budget(cand, prio, growth, 10).tolist() == cand.tolist()
+    assert not within_budget(cand, prio, growth, 0).any()
+    # a split adds num_split - 1 Gaussians: with room 2 a growth-2 leader leaves no room after it
+    growth2 = torch.tensor([1, 2, 1, 1, 1, 1])
+    assert within_budget(cand, prio, growth2, 2).nonzero().flatten().tolist() == [1]
+
+
+def test_max_gaussians_caps_growth_by_gradient_rank():
+    # uncapped: 7 + 2 clones + 2 split samples - 1 transparent = 10 (see the test above)
+    gs = _gaussians()
+    opt = _optimizer(gs)
+    ctl = _controller(DensifyConfig(reset_every=1000, max_gaussians=9), gs.num_gaussians)
+    counts = ctl.densify_and_prune(gs, opt, step=500, generator=torch.Generator().manual_seed(1))
+    # room 2; mean grads: row 3 (9e-4, split, +1) > row 1 (5e-4, clone, +1) > row 2 > row 0
+    assert counts == {"cloned": 1, "split": 1, "pruned": 1}
+    assert gs.num_gaussians == 9 - 1  # the cap binds before pruning
+    ctl = _controller(DensifyConfig(reset_every=1000, max_gaussians=7), 7)
+    gs = _gaussians()
+    assert ctl.densify_and_prune(gs, _optimizer(gs), step=500)["cloned"] == 0
+
+
+def test_reference_size_scales_gradients_with_resolution():
+    means2d = torch.zeros(1, 2, requires_grad=True)
+    (means2d * torch.tensor([[3.0, 4.0]])).sum().backward()
+    render = RenderOutput(
+        rgb=torch.zeros(1), alpha=torch.zeros(1), depth=torch.zeros(1), features=None,
+        radii=torch.tensor([2]), means2d=means2d, depths=torch.ones(1),
+        visible=torch.tensor([True]),
+    )  # fmt: skip
+    plain = DensityController(DensifyConfig(), 1.0)
+    plain.accumulate(render, 64, 64)
+    scaled = DensityController(DensifyConfig(reference_size=256), 1.0)
+    scaled.accumulate(render, 64, 64)
+    # NDC norm 32 * 5 = 160; at 64 px of a 256 px reference the threshold is 4x as hard
+    torch.testing.assert_close(plain.grad_accum, torch.tensor([160.0]))
+    torch.testing.assert_close(scaled.grad_accum, torch.tensor([40.0]))
+    with pytest.raises(ValueError, match="max_gaussians"):
+        DensifyConfig(max_gaussians=0)
+    with pytest.raises(ValueError, match="reference_size"):
+        DensifyConfig(reference_size=-1)

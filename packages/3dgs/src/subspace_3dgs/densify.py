@@ -15,6 +15,14 @@ The schedule and rules follow the reference implementation and gsplat's ``Defaul
   removed). Then Gaussians with opacity below ``min_opacity`` are pruned, and, after the
   first opacity reset, those whose largest scale exceeds ``max_scale_fraction *
   scene_extent``.
+* Two guards against runaway growth at low resolution, both off by default (3DGS
+  behaviour). At 32-128 px a Gaussian covers far more of the image than at 3DGS's ~800 px,
+  so nearly every Gaussian passes the 2e-4 threshold and the count doubles at each densify
+  step. ``reference_size`` makes the threshold resolution-aware: the NDC gradient is
+  multiplied by ``max(W, H) / reference_size`` before accumulation (so the threshold is
+  ``grad_threshold x reference_size / max(W, H)`` at the training size); ``max_gaussians``
+  caps the count: when the candidates would exceed it, only the ones with the largest mean
+  gradient are densified (a budget in the spirit of Taming 3DGS, Mallick et al. 2024).
 * Every ``reset_every`` steps (while densifying) opacities are clamped to at most
   ``reset_opacity`` so that occluded / floating Gaussians can be pruned afterwards.
 
@@ -42,6 +50,7 @@ __all__ = [
     "append_rows",
     "reset_opacity",
     "select_rows",
+    "within_budget",
 ]
 
 #: Per-Gaussian parameters of :class:`Gaussians` (``features`` only when present).
@@ -51,7 +60,12 @@ PARAM_NAMES = ("means", "quats", "log_scales", "opacity_logits", "sh", "features
 @dataclass
 class DensifyConfig:
     """Adaptive density control schedule and thresholds (3DGS defaults for a 30k-step run
-    are ``densify_from=500, densify_every=100, densify_until=15000, reset_every=3000``)."""
+    are ``densify_from=500, densify_every=100, densify_until=15000, reset_every=3000``).
+
+    ``max_gaussians``: upper bound on the count after densification (None: unbounded).
+    ``reference_size``: image size (pixels, longest side) at which ``grad_threshold`` holds;
+    gradients of smaller renders are scaled down proportionally (None: no scaling, 3DGS).
+    """
 
     densify_from: int = 500
     densify_until: int = 15_000
@@ -64,6 +78,8 @@ class DensifyConfig:
     split_factor: float = 1.6
     num_split: int = 2
     reset_opacity: float = 0.01
+    max_gaussians: int | None = None
+    reference_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("densify_from", "densify_until", "densify_every", "reset_every"):
@@ -76,6 +92,10 @@ class DensifyConfig:
             raise ValueError(f"num_split: expected >= 2, got {self.num_split}")
         if self.split_factor <= 0:
             raise ValueError(f"split_factor: expected > 0, got {self.split_factor}")
+        for name in ("max_gaussians", "reference_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+                raise ValueError(f"{name}: expected None or a positive int, got {v!r}")
 
 
 def _params(gaussians: Gaussians) -> list[tuple[str, nn.Parameter]]:
@@ -156,6 +176,23 @@ def reset_opacity(
                 v.zero_()
 
 
+def within_budget(
+    candidates: torch.Tensor, priority: torch.Tensor, growth: torch.Tensor, room: int
+) -> torch.Tensor:
+    """The subset of ``candidates`` (bool ``[N]``) with the highest ``priority`` ``[N]`` whose
+    total ``growth`` ``[N]`` (Gaussians each one adds) is at most ``room``; ties keep the
+    lower index. Returns a bool mask ``[N]``."""
+    if room <= 0:
+        return torch.zeros_like(candidates)
+    idx = torch.nonzero(candidates, as_tuple=True)[0]
+    # stable sort: equal priorities keep index order, so the result is deterministic
+    order = idx[torch.sort(priority[idx], descending=True, stable=True).indices]
+    take = order[torch.cumsum(growth[order], 0) <= room]
+    out = torch.zeros_like(candidates)
+    out[take] = True
+    return out
+
+
 class DensityController:
     """Holds the per-Gaussian gradient statistics and applies :class:`DensifyConfig`.
 
@@ -177,12 +214,15 @@ class DensityController:
         self.grad_accum = torch.zeros(0)
         self.count = torch.zeros(0)
 
-    def reset_stats(self, n: int) -> None:
-        self.grad_accum = torch.zeros(n)
-        self.count = torch.zeros(n)
+    def reset_stats(self, n: int, device: torch.device | str | None = None) -> None:
+        """Zero statistics for ``n`` Gaussians (on ``device``, default: where they were)."""
+        device = self.grad_accum.device if device is None else device
+        self.grad_accum = torch.zeros(n, device=device)
+        self.count = torch.zeros(n, device=device)
 
     def accumulate(self, render: RenderOutput, width: int, height: int) -> None:
-        """Add ``||d loss / d means2d||`` (in NDC units, see module doc) of visible Gaussians."""
+        """Add ``||d loss / d means2d||`` (in NDC units, times ``max(W, H) / reference_size``
+        when that is set; see module doc) of visible Gaussians."""
         grad = render.means2d.grad
         if grad is None:
             raise ValueError(
@@ -190,10 +230,12 @@ class DensityController:
                 "loss.backward()"
             )
         n = grad.shape[0]
-        if self.grad_accum.shape[0] != n:
-            self.reset_stats(n)
-        scale = torch.tensor([width / 2.0, height / 2.0], dtype=grad.dtype)
+        if self.grad_accum.shape[0] != n or self.grad_accum.device != grad.device:
+            self.reset_stats(n, grad.device)
+        scale = torch.tensor([width / 2.0, height / 2.0], dtype=grad.dtype, device=grad.device)
         norm = (grad.detach() * scale).norm(dim=-1).to(self.grad_accum.dtype)
+        if self.config.reference_size is not None:
+            norm = norm * (max(width, height) / self.config.reference_size)
         vis = render.visible & (render.radii > 0)
         self.grad_accum[vis] += norm[vis]
         self.count[vis] += 1
@@ -230,11 +272,14 @@ class DensityController:
         cfg = self.config
         n = gaussians.num_gaussians
         if self.grad_accum.shape[0] != n:
-            self.reset_stats(n)
+            self.reset_stats(n, gaussians.means.device)
         mean_grad = self.grad_accum / self.count.clamp_min(1)
         high = mean_grad > cfg.grad_threshold
         max_scale = gaussians.scales().max(dim=-1).values
         small = max_scale <= cfg.percent_dense * self.scene_extent
+        if cfg.max_gaussians is not None:
+            growth = torch.where(small, 1, cfg.num_split - 1)
+            high = within_budget(high, mean_grad, growth, cfg.max_gaussians - n)
         clone, split = high & small, high & ~small
         n_clone, n_split = int(clone.sum()), int(split.sum())
 
@@ -252,7 +297,7 @@ class DensityController:
         if n_clone or n_split:
             append_rows(gaussians, optimizer, new)
             # the split originals are replaced by their samples
-            keep = torch.cat([~split, torch.ones(new["means"].shape[0], dtype=torch.bool)])
+            keep = torch.cat([~split, split.new_ones(new["means"].shape[0])])
             select_rows(gaussians, optimizer, keep)
 
         prune = gaussians.opacities() < cfg.min_opacity

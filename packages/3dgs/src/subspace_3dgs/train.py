@@ -60,6 +60,9 @@ class TrainConfig:
     seed the Gaussians when no ``init`` is passed (see :func:`initial_points`).
     ``checkpoint_every``: steps between checkpoints when a ``checkpoint_dir`` is given (one is
     always written at the end). ``background``: None uses the scene's background colour.
+    ``coarse_until`` / ``coarse_factor``: coarse-to-fine training; steps ``1..coarse_until``
+    render at ``1 / coarse_factor`` of the view size (intrinsics scaled, targets
+    box-downsampled), which costs less per step (fewer pixels per tile pass); 0 disables it.
     """
 
     steps: int = 3000
@@ -81,6 +84,8 @@ class TrainConfig:
     background: tuple[float, float, float] | None = None
     seed: int = 0
     checkpoint_every: int = 500
+    coarse_until: int = 0
+    coarse_factor: int = 2
 
     def __post_init__(self) -> None:
         for name in ("steps", "sh_degree_interval", "num_init_points", "checkpoint_every"):
@@ -89,6 +94,14 @@ class TrainConfig:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if self.sh_degree not in (0, 1, 2, 3):
             raise ValueError(f"sh_degree: expected 0..3, got {self.sh_degree!r}")
+        if isinstance(self.coarse_until, bool) or not isinstance(self.coarse_until, int) or (
+            self.coarse_until < 0
+        ):
+            raise ValueError(f"coarse_until: expected a non-negative int, got {self.coarse_until!r}")
+        if isinstance(self.coarse_factor, bool) or not isinstance(self.coarse_factor, int) or (
+            self.coarse_factor < 1
+        ):
+            raise ValueError(f"coarse_factor: expected a positive int, got {self.coarse_factor!r}")
         if self.init not in INIT_METHODS:
             raise ValueError(f"init: expected one of {INIT_METHODS}, got {self.init!r}")
 
@@ -180,6 +193,23 @@ def _means_lr(config: TrainConfig, extent: float, step: int) -> float:
     t = min(max(step / config.steps, 0.0), 1.0)
     log_lr = (1 - t) * math.log(config.lr_means) + t * math.log(config.lr_means_final)
     return math.exp(log_lr) * extent
+
+
+def _coarse_view(view: View, factor: int) -> tuple[torch.Tensor, int, int, torch.Tensor]:
+    """Intrinsics ``[3, 3]``, width, height and box-averaged target ``[H/f, W/f, 3]`` of
+    ``view`` at ``1 / factor`` resolution. Pixel ``(u, v)`` of the small image covers the
+    ``factor x factor`` block whose centre maps to ``(u + 0.5) * factor``, so dividing
+    ``fx, fy, cx, cy`` by ``factor`` keeps the two images aligned."""
+    cam = view.camera
+    if cam.width % factor or cam.height % factor:
+        raise ValueError(
+            f"coarse_factor: expected a divisor of the view size {cam.width}x{cam.height}, "
+            f"got {factor}"
+        )
+    k = cam.K.clone()
+    k[:2] /= factor
+    rgb = torch.nn.functional.avg_pool2d(view.rgb.permute(2, 0, 1), factor).permute(1, 2, 0)
+    return k, cam.width // factor, cam.height // factor, rgb.contiguous()
 
 
 def _background(config: TrainConfig, scene: Scene) -> torch.Tensor:
@@ -314,29 +344,38 @@ def train_gaussians(
                 xyz, rgb, sh_degree=config.sh_degree, initial_opacity=config.initial_opacity
             )
         optimizer = _make_optimizer(gaussians, config, extent)
+    # runs where the Gaussians are (views and background must be on the same device)
+    background = background.to(gaussians.means.device)
     max_degree = min(config.sh_degree, gaussians.sh_degree)
     rest_ratio = config.lr_sh_rest / config.lr_sh_dc
     end = config.steps if stop_at is None else min(stop_at, config.steps)
 
+    coarse: dict[int, tuple[torch.Tensor, int, int, torch.Tensor]] = {}
     window: list[tuple[float, float]] = []
     tic = time.perf_counter()
     for step in range(start + 1, end + 1):
         for group in optimizer.param_groups:
             if group["name"] == "means":
                 group["lr"] = _means_lr(config, extent, step - 1)
-        view = views[int(torch.randint(len(views), (1,), generator=generator))]
+        index = int(torch.randint(len(views), (1,), generator=generator))
+        view = views[index]
         cam = view.camera
+        k, width, height, target = cam.K, cam.width, cam.height, view.rgb
+        if step <= config.coarse_until and config.coarse_factor > 1:
+            if index not in coarse:
+                coarse[index] = _coarse_view(view, config.coarse_factor)
+            k, width, height, target = coarse[index]
         degree = min((step - 1) // config.sh_degree_interval, max_degree)
         out = rasterize(
-            gaussians, cam.viewmat, cam.K, cam.width, cam.height,
+            gaussians, cam.viewmat, k, width, height,
             background=background, sh_degree=degree, checkpoint=False,
         )  # fmt: skip
         out.means2d.retain_grad()
-        loss = photometric_loss(out.rgb, view.rgb, config.ssim_lambda)
+        loss = photometric_loss(out.rgb, target, config.ssim_lambda)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if step < config.densify.densify_until:
-            controller.accumulate(out, cam.width, cam.height)
+            controller.accumulate(out, width, height)
         sh_rest_before = gaussians.sh.detach()[:, 1:].clone() if rest_ratio != 1.0 else None
         optimizer.step()
         if sh_rest_before is not None:
@@ -347,7 +386,7 @@ def train_gaussians(
                 rest.copy_(sh_rest_before + rest_ratio * (rest - sh_rest_before))
         controller.step(step, gaussians, optimizer, generator)
 
-        window.append((float(loss.detach()), float(psnr(out.rgb.detach(), view.rgb))))
+        window.append((float(loss.detach()), float(psnr(out.rgb.detach(), target))))
         if step % log_every == 0 or step == end:
             history.append({
                 "step": step,
