@@ -30,6 +30,13 @@ from subspace_safety.effort import (
     effort_losses,
 )
 from subspace_safety.eigenshield import EigenShield, PCAProjection, SubspaceFilter
+from subspace_safety.erasure import (
+    ErasureResult,
+    LiTTokenEncoder,
+    build_concept,
+    evaluate_erasure,
+    filter_prompts,
+)
 from subspace_safety.generators import GENERATORS, SmallDCGAN, SmallDDPM, SmallVAE
 from subspace_safety.lit_clip import LiTClip, info_nce_loss, pool_tokens
 from subspace_safety.safree import (
@@ -50,8 +57,10 @@ __all__ = [
     "EffortLinear",
     "EffortLosses",
     "EigenShield",
+    "ErasureResult",
     "HFTextEncoder",
     "LiTClip",
+    "LiTTokenEncoder",
     "PCAProjection",
     "SafreeResult",
     "SmallDCGAN",
@@ -60,9 +69,12 @@ __all__ = [
     "SubspaceFilter",
     "TokenEncoder",
     "apply_effort",
+    "build_concept",
     "concept_subspace_from_prompts",
     "effort_layers",
     "effort_losses",
+    "evaluate_erasure",
+    "filter_prompts",
     "fourier_reattention",
     "info_nce_loss",
     "pool_tokens",

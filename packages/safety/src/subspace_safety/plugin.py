@@ -1,4 +1,8 @@
-"""The safety plugin: registers the protocol ``zero_shot`` and the shipped model
-``safety/lit_clip_mnv2_minilm.fmnist_mnist`` (:mod:`subspace_safety.zoo`)."""
+"""The safety plugin: registers the protocols ``zero_shot`` and ``safree_erasure``, the shipped
+models ``safety/lit_clip_mnv2_minilm.fmnist_mnist`` (:mod:`subspace_safety.zoo`) and
+``safety/concept_sneaker.lit_clip`` (:mod:`subspace_safety.zoo_concepts`), and the benchmark
+``safety/safree_erasure`` (:mod:`subspace_safety.benchmarks`)."""
 
-from subspace_safety import zoo as _zoo  # noqa: F401  protocol and shipped model
+from subspace_safety import benchmarks as _benchmarks  # noqa: F401  the benchmarks
+from subspace_safety import zoo as _zoo  # noqa: F401  zero_shot, the LiT CLIP
+from subspace_safety import zoo_concepts as _zoo_concepts  # noqa: F401  safree_erasure, concepts
