@@ -14,13 +14,20 @@
 * :class:`LiTClip` -- a CLIP-like model assembled LiT-style from a frozen ImageNet
   MobileNetV2 and a frozen MiniLM, only the projections trained (:mod:`subspace_safety.lit_clip`;
   shipped as ``safety/lit_clip_mnv2_minilm.fmnist_mnist``);
-* small VAE / DCGAN / DDPM generators for Fashion-MNIST (:mod:`subspace_safety.generators`).
+* small VAE / DCGAN / DDPM generators for Fashion-MNIST (:mod:`subspace_safety.generators`),
+  their cached fakes (:mod:`subspace_safety.fakes`) and a MobileNetV2 fake detector adapted by
+  Effort, LoRA or full fine-tuning (:mod:`subspace_safety.detector`);
+* L-inf PGD (:func:`pgd_linf`) and the EigenShield robustness evaluation
+  (:mod:`subspace_safety.robustness`); SAFREE concept erasure on the LiT CLIP
+  (:mod:`subspace_safety.erasure`).
 
 Importing the package does not register anything with the core; the ``subzoo`` plugin
 (:mod:`subspace_safety.plugin`) does. Status (issue 11): in development.
 """
 
+from subspace_safety.attacks import pgd_linf
 from subspace_safety.concept import ConceptSubspace
+from subspace_safety.detector import FakeDetector, adapt, roc_auc, train_detector
 from subspace_safety.effort import (
     EffortConv1x1,
     EffortLinear,
@@ -58,6 +65,7 @@ __all__ = [
     "EffortLosses",
     "EigenShield",
     "ErasureResult",
+    "FakeDetector",
     "HFTextEncoder",
     "LiTClip",
     "LiTTokenEncoder",
@@ -68,6 +76,7 @@ __all__ = [
     "SmallVAE",
     "SubspaceFilter",
     "TokenEncoder",
+    "adapt",
     "apply_effort",
     "build_concept",
     "concept_subspace_from_prompts",
@@ -77,8 +86,11 @@ __all__ = [
     "filter_prompts",
     "fourier_reattention",
     "info_nce_loss",
+    "pgd_linf",
     "pool_tokens",
+    "roc_auc",
     "safree_filter_prompts",
     "safree_filter_tokens",
     "self_validating_steps",
+    "train_detector",
 ]

@@ -1,8 +1,12 @@
 """The safety plugin: registers the protocols ``zero_shot`` and ``safree_erasure``, the shipped
 models ``safety/lit_clip_mnv2_minilm.fmnist_mnist`` (:mod:`subspace_safety.zoo`) and
-``safety/concept_sneaker.lit_clip`` (:mod:`subspace_safety.zoo_concepts`), and the benchmark
-``safety/safree_erasure`` (:mod:`subspace_safety.benchmarks`)."""
+``safety/concept_sneaker.lit_clip`` (:mod:`subspace_safety.zoo_concepts`), and the benchmarks
+``safety/safree_erasure`` (:mod:`subspace_safety.benchmarks`), ``safety/eigenshield_pgd``
+(:mod:`subspace_safety.bench_eigenshield`) and ``safety/effort_detection``
+(:mod:`subspace_safety.bench_effort`)."""
 
-from subspace_safety import benchmarks as _benchmarks  # noqa: F401  the benchmarks
+from subspace_safety import bench_effort as _bench_effort  # noqa: F401  effort_detection
+from subspace_safety import bench_eigenshield as _bench_eigenshield  # noqa: F401  eigenshield_pgd
+from subspace_safety import benchmarks as _benchmarks  # noqa: F401  safree_erasure
 from subspace_safety import zoo as _zoo  # noqa: F401  zero_shot, the LiT CLIP
 from subspace_safety import zoo_concepts as _zoo_concepts  # noqa: F401  safree_erasure, concepts
