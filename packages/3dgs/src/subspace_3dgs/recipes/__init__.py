@@ -1,0 +1,1 @@
+"""Recipes that retrain the shipped checkpoints of subspace-3dgs (one module per model)."""

@@ -1,0 +1,1 @@
+"""Shipped checkpoints of subspace-3dgs (safetensors, sha256 in the registry)."""
