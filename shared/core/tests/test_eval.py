@@ -299,3 +299,21 @@ def test_eval_results_header_matches_dataclass(tmp_path):
     append_results(path, [_row()])
     with open(path, newline="") as fh:
         assert next(csv.reader(fh)) == FIELDS
+
+
+def test_protocol_doc_takes_the_paragraph_after_the_heading():
+    from subspace_core.eval import protocol_doc
+
+    doc = """Module.
+
+**Protocol ``alpha``**: first line
+second line.
+
+**Protocol ``beta``** (a note). Its text.
+"""
+    assert protocol_doc(doc, "alpha") == "first line\nsecond line."
+    assert protocol_doc(doc, "beta") == "(a note). Its text."
+    with pytest.raises(ValueError, match="gamma"):
+        protocol_doc(doc, "gamma")
+    with pytest.raises(ValueError, match="module_doc"):
+        protocol_doc(None, "alpha")

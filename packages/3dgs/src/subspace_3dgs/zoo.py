@@ -22,7 +22,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 
 from .densify import PARAM_NAMES
@@ -195,9 +195,6 @@ def bunny_heldout_metrics(model: nn.Module, device: torch.device | str = "cpu") 
     return heldout_metrics(model.to(device), scene.test_views, scene.background)
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip(": \n")
-
 
 BUNNY_HELDOUT = register_protocol(
     Protocol(
@@ -210,7 +207,7 @@ BUNNY_HELDOUT = register_protocol(
         metrics=("psnr", "ssim", "mnv2_dist"),
         higher_is_better=(True, True, False),
         run=bunny_heldout_metrics,
-        description=_protocol_doc("bunny_heldout"),
+        description=protocol_doc(__doc__, "bunny_heldout"),
     )
 )
 

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 
 from .feature_field import FeatureDecoder, FeatureField, feature_fidelity
@@ -168,9 +168,6 @@ def bunny_feature_fidelity_metrics(
     return feature_fidelity_metrics(model.to(device), bunny_scene(), teacher)
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip(": \n")
-
 
 BUNNY_FEATURE_FIDELITY = register_protocol(
     Protocol(
@@ -183,7 +180,7 @@ BUNNY_FEATURE_FIDELITY = register_protocol(
         metrics=("fidelity_object", "fidelity_all"),
         higher_is_better=(True, True),
         run=bunny_feature_fidelity_metrics,
-        description=_protocol_doc("bunny_feature_fidelity"),
+        description=protocol_doc(__doc__, "bunny_feature_fidelity"),
     )
 )
 

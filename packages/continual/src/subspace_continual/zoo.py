@@ -41,7 +41,7 @@ from torch import nn
 from subspace_continual.data import permuted_mnist, split_fashion_mnist
 from subspace_continual.metrics import summarize
 from subspace_continual.models import ContinualMLP
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 
 __all__ = ["PMNIST_CL", "SHIPPED", "SPLIT_FMNIST_CL", "continual_metrics", "fot_mlp_split_fmnist",
@@ -120,9 +120,6 @@ def split_fmnist_continual_metrics(model: nn.Module, device: torch.device | str 
     return continual_metrics(model, _split_fmnist_tests(), list(range(5)), device)
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip()
-
 
 PMNIST_CL = register_protocol(
     Protocol(
@@ -134,7 +131,7 @@ PMNIST_CL = register_protocol(
         metrics=("acc", "bwt", "forgetting", "la", "final_row_drift"),
         higher_is_better=(True, True, False, True, False),
         run=pmnist_continual_metrics,
-        description=_protocol_doc("pmnist_cl"),
+        description=protocol_doc(__doc__, "pmnist_cl"),
     )
 )
 
@@ -149,7 +146,7 @@ SPLIT_FMNIST_CL = register_protocol(
         metrics=("acc", "bwt", "forgetting", "la", "final_row_drift"),
         higher_is_better=(True, True, False, True, False),
         run=split_fmnist_continual_metrics,
-        description=_protocol_doc("split_fmnist_cl"),
+        description=protocol_doc(__doc__, "split_fmnist_cl"),
     )
 )
 

@@ -15,7 +15,7 @@ from functools import lru_cache
 import torch
 from torch import nn
 
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 from subspace_recsys.batch import evaluate_ctr
 from subspace_recsys.data import MOVIELENS_FIELDS, load_movielens_ctr
@@ -46,9 +46,6 @@ def movielens_ctr_metrics(model: nn.Module, device: torch.device | str = "cpu"
     return {"auc": result["auc"], "logloss": result["logloss"]}
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip(": \n")
-
 
 MOVIELENS_CTR = register_protocol(
     Protocol(
@@ -61,7 +58,7 @@ MOVIELENS_CTR = register_protocol(
         metrics=("auc", "logloss"),
         higher_is_better=(True, False),
         run=movielens_ctr_metrics,
-        description=_protocol_doc("movielens_ctr"),
+        description=protocol_doc(__doc__, "movielens_ctr"),
     )
 )
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 from subspace_safety.lit_clip import LiTClip
 
@@ -97,9 +97,6 @@ def zero_shot_metrics(model: nn.Module, device: torch.device | str = "cpu") -> d
             for metric, (dataset, classes) in ZERO_SHOT_DATASETS.items()}
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip(": \n")
-
 
 ZERO_SHOT = register_protocol(
     Protocol(
@@ -112,7 +109,7 @@ ZERO_SHOT = register_protocol(
         metrics=("fmnist_top1", "mnist_top1"),
         higher_is_better=(True, True),
         run=zero_shot_metrics,
-        description=_protocol_doc("zero_shot"),
+        description=protocol_doc(__doc__, "zero_shot"),
     )
 )
 

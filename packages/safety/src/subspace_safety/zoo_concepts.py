@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 from subspace_safety.concept import ConceptSubspace
 
@@ -102,9 +102,6 @@ def safree_erasure_metrics(model: nn.Module, device: torch.device | str = "cpu"
     return {k: m[k] for k in SAFREE_ERASURE.metrics}
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip(": \n")
-
 
 SAFREE_ERASURE = register_protocol(
     Protocol(
@@ -118,7 +115,7 @@ SAFREE_ERASURE = register_protocol(
                  "paraphrase_flag_rate", "paraphrase_recall_after"),
         higher_is_better=(False, False, False, True, False),
         run=safree_erasure_metrics,
-        description=_protocol_doc("safree_erasure"),
+        description=protocol_doc(__doc__, "safree_erasure"),
     )
 )
 

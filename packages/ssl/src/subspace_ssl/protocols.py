@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from subspace_core.eval import Protocol, register_protocol
+from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_ssl.data import load_images
 from subspace_ssl.probes import embed, knn_accuracy, linear_probe
 from subspace_ssl.rankme import rankme
@@ -89,9 +89,6 @@ def fmnist_clustering(model: nn.Module, device: torch.device | str = "cpu") -> d
     return evaluate(model, device)
 
 
-def _protocol_doc(name: str) -> str:
-    return (__doc__ or "").split(f"**Protocol ``{name}``**")[1].split("\n\n")[0].strip()
-
 
 FMNIST_PROBE = register_protocol(
     Protocol(
@@ -103,7 +100,7 @@ FMNIST_PROBE = register_protocol(
         metrics=("linear_top1", "knn_top1", "rankme"),
         higher_is_better=(True, True, True),
         run=fmnist_probe,
-        description=_protocol_doc("fmnist_probe"),
+        description=protocol_doc(__doc__, "fmnist_probe"),
     )
 )
 
@@ -117,7 +114,7 @@ MNIST_TRANSFER = register_protocol(
         metrics=("mnist_linear_top1",),
         higher_is_better=(True,),
         run=mnist_transfer,
-        description=_protocol_doc("mnist_transfer"),
+        description=protocol_doc(__doc__, "mnist_transfer"),
     )
 )
 
@@ -131,7 +128,7 @@ FMNIST_RETRIEVAL = register_protocol(
         metrics=("recall@1", "recall@2", "recall@4", "recall@8", "nmi"),
         higher_is_better=(True, True, True, True, True),
         run=fmnist_retrieval,
-        description=_protocol_doc("fmnist_retrieval"),
+        description=protocol_doc(__doc__, "fmnist_retrieval"),
     )
 )
 
@@ -150,6 +147,6 @@ FMNIST_CLUSTERING = register_protocol(
         metrics=_CLUSTER_METRICS,
         higher_is_better=(True,) * len(_CLUSTER_METRICS),
         run=fmnist_clustering,
-        description=_protocol_doc("fmnist_clustering"),
+        description=protocol_doc(__doc__, "fmnist_clustering"),
     )
 )

@@ -10,7 +10,7 @@ from torch import nn
 
 from subspace_core.plugins import load_plugins
 
-__all__ = ["Protocol", "get_protocol", "list_protocols", "register_protocol"]
+__all__ = ["Protocol", "get_protocol", "list_protocols", "protocol_doc", "register_protocol"]
 
 _PROTOCOLS: dict[str, Protocol] = {}
 
@@ -76,3 +76,16 @@ def list_protocols() -> list[str]:
     """Names of all registered protocols (after importing every installed plugin)."""
     load_plugins()
     return sorted(_PROTOCOLS)
+
+
+def protocol_doc(module_doc: str | None, name: str) -> str:
+    """The paragraph of ``module_doc`` that documents protocol ``name``: the text after its
+    ``**Protocol ``name``**`` heading up to the next blank line, without a leading colon.
+
+    Zoo modules describe their protocols in their docstring and register them with
+    ``description=protocol_doc(__doc__, name)``, so the card text and the code doc agree.
+    """
+    heading = f"**Protocol ``{name}``**"
+    if not module_doc or heading not in module_doc:
+        raise ValueError(f"module_doc: expected a paragraph starting with {heading}, found none")
+    return module_doc.split(heading, 1)[1].split("\n\n")[0].strip(": \n")
