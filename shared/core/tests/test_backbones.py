@@ -262,3 +262,16 @@ def test_named_backbones_are_loaded_once(monkeypatch):
         backbones._shared_backbone.cache_clear()  # do not leak the random network
     assert loads == ["mobilenet_v2"]
     torch.testing.assert_close(a, b)
+
+
+def test_preprocess_differentiable_input_does_not_warn():
+    import warnings
+
+    from subspace_core.backbones import preprocess
+
+    pixels = torch.rand(2, 1, 8, 8, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = preprocess(pixels, size=32)
+    out.sum().backward()
+    assert pixels.grad is not None and pixels.grad.shape == pixels.shape

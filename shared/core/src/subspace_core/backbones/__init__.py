@@ -168,7 +168,8 @@ def preprocess(images: torch.Tensor | np.ndarray, *, size: int = 96) -> torch.Te
     else:
         x = x.to(torch.float32)
         if x.numel():
-            low, high = float(x.min()), float(x.max())
+            # detached: the range check must not warn when callers differentiate w.r.t. pixels
+            low, high = float(x.detach().min()), float(x.detach().max())
             if not (low >= 0.0 and high <= 1.0):  # also catches NaN
                 raise ValueError(
                     f"images: expected float values in [0, 1] (or uint8 0..255), got values "
