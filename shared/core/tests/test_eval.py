@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import re
 import sys
 import uuid
@@ -317,3 +318,16 @@ second line.
         protocol_doc(doc, "gamma")
     with pytest.raises(ValueError, match="module_doc"):
         protocol_doc(None, "alpha")
+
+
+def test_roc_auc_equals_the_pairwise_count_with_ties_as_half():
+    from subspace_core.eval import roc_auc
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (60,), generator=g).float()  # many ties
+    positive = torch.rand(60, generator=g) < 0.4
+    pos, neg = scores[positive], scores[~positive]
+    pairs = (pos[:, None] > neg[None, :]).double() + 0.5 * (pos[:, None] == neg[None, :]).double()
+    assert roc_auc(scores, positive) == pytest.approx(float(pairs.mean()))
+    assert roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([False, True])) == 1.0
+    assert math.isnan(roc_auc(torch.tensor([0.1, 0.9]), torch.tensor([True, True])))

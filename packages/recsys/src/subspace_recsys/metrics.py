@@ -6,6 +6,8 @@ from collections import deque
 
 import torch
 
+from subspace_core.eval import roc_auc
+
 __all__ = ["SlidingWindowAUC", "auc", "logloss"]
 
 
@@ -29,22 +31,7 @@ def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     half (as ``sklearn.metrics.roc_auc_score``). NaN when one class is absent.
     """
     scores, labels = _check_pair(scores, labels)
-    n_pos = float(labels.sum())
-    n_neg = float(labels.numel() - n_pos)
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = torch.argsort(scores)
-    sorted_scores = scores[order]
-    # Average rank (1-based) of each run of equal scores.
-    _, inverse, counts = torch.unique_consecutive(
-        sorted_scores, return_inverse=True, return_counts=True
-    )
-    ends = torch.cumsum(counts, 0).double()
-    average_rank = ends - (counts.double() - 1) / 2
-    ranks = torch.empty_like(scores)
-    ranks[order] = average_rank[inverse]
-    rank_sum = float(ranks[labels == 1].sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return roc_auc(scores, labels == 1)
 
 
 def logloss(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from subspace_core.eval import roc_auc as core_roc_auc
+
 __all__ = [
     "MODES",
     "FakeDetector",
@@ -273,11 +275,7 @@ def roc_auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
     if n_pos == 0 or n_neg == 0:
         raise ValueError(f"labels: expected both classes, got {n_pos} positives and "
                          f"{n_neg} negatives")
-    # average 1-based ranks (a tied group shares the mean of its ranks: ties count one half)
-    _, group, counts = torch.unique(s, return_inverse=True, return_counts=True)
-    last = counts.cumsum(0).double()
-    ranks = (last - (counts.double() - 1) / 2)[group]
-    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return core_roc_auc(s, y)
 
 
 def accuracy(scores: torch.Tensor, labels: torch.Tensor, threshold: float = 0.0) -> float:

@@ -1,6 +1,7 @@
 """Evaluation: protocol registry, the ``evaluate`` runner, results as CSV rows."""
 
 from subspace_core.eval.classification import image_classification_protocol, normalize_images
+from subspace_core.eval.metrics import roc_auc
 from subspace_core.eval.protocol import (
     Protocol,
     get_protocol,
@@ -25,4 +26,5 @@ __all__ = [
     "protocol_doc",
     "read_results",
     "register_protocol",
+    "roc_auc",
 ]
