@@ -59,7 +59,15 @@ def test_package_weights_budget(repo_root):
         assert total <= 25 * 1024 * 1024, f"{weights}: {total} bytes > 25 MB"
 
 
-@pytest.mark.parametrize("model_id", PRETRAINED)
+def _slow_if_any_protocol_is(model_id: str):
+    from subspace_core.eval import get_protocol
+
+    metrics = get_model_entry(model_id).pretrained_cfg.metrics
+    slow = any(get_protocol(name).slow for name in metrics)
+    return pytest.param(model_id, marks=pytest.mark.slow) if slow else model_id
+
+
+@pytest.mark.parametrize("model_id", [_slow_if_any_protocol_is(m) for m in PRETRAINED])
 def test_eval_reproduces_the_claimed_metrics(model_id):
     """`subzoo eval` on the shipped file gives the card's numbers (what users will run)."""
     from subspace_core.eval import evaluate

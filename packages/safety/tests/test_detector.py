@@ -160,3 +160,47 @@ def test_a_few_steps_separate_an_easy_toy_set(mode):
     for name, value in detector.state_dict().items():
         if name in frozen:
             assert torch.equal(value, frozen[name]), name
+
+
+def _effort_detector(seed: int = 0):
+    from subspace_safety.detector import EffortFakeDetector
+
+    torch.manual_seed(seed)  # the random tower stands in for ImageNet's: same seed, same tower
+    return EffortFakeDetector(residual_rank=2, blocks=BLOCKS, pretrained=False)
+
+
+def test_effort_detector_state_dict_holds_only_the_trained_tensors():
+    model = _effort_detector()
+    state = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(state) == trainable == model.delta_names
+    assert {n.rsplit(".", 1)[-1] for n in state} == {"U_res", "S_res", "V_res", "weight", "bias"}
+    assert all(n.startswith("head.") for n in state if n.rsplit(".", 1)[-1] in ("weight", "bias"))
+
+
+def test_effort_detector_delta_round_trips_to_identical_outputs(tmp_path):
+    from subspace_core.io import sha256_file
+    from subspace_core.zoo import load_state_dict, save_state_dict
+
+    trained = _effort_detector()
+    with torch.no_grad():  # stand-in for training: move every stored tensor
+        for p in trained.parameters():
+            if p.requires_grad:
+                p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path / "delta.safetensors"
+    save_state_dict(trained.state_dict(), path)
+    fresh = _effort_detector()
+    x = torch.rand(3, 28, 28)
+    assert not torch.allclose(fresh.eval()(x), trained.eval()(x))
+    fresh.load_state_dict(load_state_dict(path, sha256=sha256_file(path)), strict=True)
+    torch.testing.assert_close(fresh.eval()(x), trained.eval()(x), rtol=0, atol=0)
+
+
+def test_effort_detector_strict_load_still_names_missing_and_unexpected_delta_keys():
+    model = _effort_detector()
+    state = model.state_dict()
+    dropped = next(iter(state))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        model.load_state_dict({k: v for k, v in state.items() if k != dropped})
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        model.load_state_dict({**state, "head.extra": torch.zeros(1)})

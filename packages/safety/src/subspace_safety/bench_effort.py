@@ -32,7 +32,7 @@ import torch
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 
 __all__ = ["EFFORT_DETECTION", "FULL", "QUICK", "EffortBenchConfig", "effort_detection",
-           "run_effort_detection"]
+           "run_effort_detection", "held_out_data", "score_detector", "train_mode"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,60 @@ def _data(config: EffortBenchConfig, log):
     return real_train, real_test, {n: (f[:half], f[half:]) for n, f in fakes.items()}
 
 
+def held_out_data(config: EffortBenchConfig = QUICK, *, log=print):
+    """``(real_test, {generator: held-out fakes})`` of ``config``: uint8 ``[n, 28, 28]`` each
+    (trains and samples the generators on a first run; cached afterwards)."""
+    _, real_test, fakes = _data(config, log)
+    return real_test, {name: test for name, (_, test) in fakes.items()}
+
+
+def train_mode(config: EffortBenchConfig, mode: str, real: torch.Tensor, fake: torch.Tensor):
+    """A fresh ImageNet :class:`~subspace_safety.detector.FakeDetector` adapted in ``mode`` and
+    trained on ``real`` vs ``fake`` with ``config``'s budget and seed (one thread:
+    bit-reproducible on one machine and torch build)."""
+    from subspace_safety.detector import FakeDetector, adapt, train_detector
+
+    torch.manual_seed(config.seed)
+    detector = FakeDetector()
+    adapt(detector, mode, residual_rank=config.residual_rank)
+    train_detector(detector, real, fake, steps=config.det_steps, batch_size=config.det_batch,
+                   lr=config.det_lr, seed=config.seed)
+    return detector
+
+
+def score_detector(detector, real_test: torch.Tensor, fakes: dict, train_on: str) -> dict:
+    """ROC AUC and accuracy (threshold 0) of ``detector`` on ``real_test`` vs each
+    generator's held-out fakes.
+
+    Args:
+        detector: images ``[N, 28, 28]`` -> fake logits ``[N]``.
+        real_test: real images ``[n, 28, 28]``.
+        fakes: ``{generator: test fakes}`` or ``{generator: (train, test) fakes}``.
+        train_on: the generator the detector was trained on (its row is ``"seen"``).
+
+    Returns:
+        ``{"seen": (auc, acc), "unseen: <gen>": (auc, acc), ..., "mean unseen auc": float}``.
+    """
+    from subspace_safety.detector import accuracy, detector_scores, roc_auc
+
+    if train_on not in fakes:
+        raise ValueError(f"train_on: expected one of {sorted(fakes)}, got {train_on!r}")
+    real_scores = detector_scores(detector, real_test)
+    row: dict = {}
+    unseen = []
+    for name, test_fakes in fakes.items():
+        if isinstance(test_fakes, tuple):
+            test_fakes = test_fakes[1]
+        scores = torch.cat([real_scores, detector_scores(detector, test_fakes)])
+        labels = torch.cat([torch.zeros(real_test.shape[0]), torch.ones(test_fakes.shape[0])])
+        key = "seen" if name == train_on else f"unseen: {name}"
+        row[key] = (roc_auc(scores, labels), accuracy(scores, labels))
+        if name != train_on:
+            unseen.append(row[key][0])
+    row["mean unseen auc"] = sum(unseen) / len(unseen)
+    return row
+
+
 def effort_detection(config: EffortBenchConfig = QUICK, *, log=print) -> dict[str, dict]:
     """Run the benchmark protocol (module docstring) with ``config``.
 
@@ -98,39 +152,17 @@ def effort_detection(config: EffortBenchConfig = QUICK, *, log=print) -> dict[st
         ``{mode: {"seen": (auc, acc), "unseen: <gen>": (auc, acc), ...,
         "mean unseen auc": float, "trainable": int, "seconds": float}}``.
     """
-    from subspace_safety.detector import (
-        FakeDetector,
-        accuracy,
-        adapt,
-        detector_scores,
-        roc_auc,
-        train_detector,
-        trainable_parameters,
-    )
+    from subspace_safety.detector import trainable_parameters
 
     real_train, real_test, fakes = _data(config, log)
     if config.train_on not in fakes:
         raise ValueError(f"train_on: expected one of {sorted(fakes)}, got {config.train_on!r}")
-    real_scores_label = torch.zeros(real_test.shape[0])
     results: dict[str, dict] = {}
     for mode in config.modes:
         start = time.perf_counter()
-        torch.manual_seed(config.seed)
-        detector = FakeDetector()
-        adapt(detector, mode, residual_rank=config.residual_rank)
-        train_detector(detector, real_train, fakes[config.train_on][0], steps=config.det_steps,
-                       batch_size=config.det_batch, lr=config.det_lr, seed=config.seed)
-        real_scores = detector_scores(detector, real_test)
+        detector = train_mode(config, mode, real_train, fakes[config.train_on][0])
         row: dict = {"trainable": trainable_parameters(detector)}
-        unseen = []
-        for name, (_, test_fakes) in fakes.items():
-            scores = torch.cat([real_scores, detector_scores(detector, test_fakes)])
-            labels = torch.cat([real_scores_label, torch.ones(test_fakes.shape[0])])
-            key = "seen" if name == config.train_on else f"unseen: {name}"
-            row[key] = (roc_auc(scores, labels), accuracy(scores, labels))
-            if name != config.train_on:
-                unseen.append(row[key][0])
-        row["mean unseen auc"] = sum(unseen) / len(unseen)
+        row.update(score_detector(detector, real_test, fakes, config.train_on))
         row["seconds"] = time.perf_counter() - start
         log(f"{mode}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
         results[mode] = row

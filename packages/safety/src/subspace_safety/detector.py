@@ -35,6 +35,7 @@ from subspace_core.eval import roc_auc as core_roc_auc
 
 __all__ = [
     "MODES",
+    "EffortFakeDetector",
     "FakeDetector",
     "LoRAConv1x1",
     "accuracy",
@@ -170,6 +171,48 @@ def adapt(detector: FakeDetector, mode: str, *, residual_rank: int = 4) -> list[
             adapted.append(name)
     detector.head.requires_grad_(True)
     return [f"features.{n}" for n in adapted]
+
+
+class EffortFakeDetector(FakeDetector):
+    """A :class:`FakeDetector` adapted by Effort (:func:`adapt` ``mode="effort"``) whose ``state_dict`` holds
+    only what training changes: the residual factors of every Effort layer and the head.
+
+    Loading (strict or not) accepts exactly those keys; the frozen tower and principal
+    factors come from the ImageNet weights (``pretrained=True``) at construction.
+    ``forward``: images ``[N, 28, 28]`` / ``[N, 1, H, W]`` -> fake logits ``[N]``.
+
+    Args:
+        residual_rank: trained singular components per pointwise convolution.
+        blocks, size, pretrained: as :class:`FakeDetector`.
+    """
+
+    def __init__(self, *, residual_rank: int = 4, blocks: int = 14, size: int = 32,
+                 pretrained: bool = True) -> None:
+        super().__init__(blocks=blocks, size=size, pretrained=pretrained)
+        adapt(self, "effort", residual_rank=residual_rank)
+        self.residual_rank = residual_rank
+        self._delta_names = frozenset(n for n, p in self.named_parameters() if p.requires_grad)
+        self._frozen_names = frozenset(self.state_dict(keep_vars=True)) - self._delta_names
+        self.register_state_dict_post_hook(_drop_frozen)
+        self.register_load_state_dict_post_hook(_forgive_frozen)
+
+    @property
+    def delta_names(self) -> frozenset[str]:
+        """Names of the stored tensors (trainable parameters)."""
+        return self._delta_names
+
+
+def _drop_frozen(module: EffortFakeDetector, state: dict, prefix: str, _meta) -> None:
+    # the frozen weights are rebuilt from ImageNet at construction: storing them would
+    # ship a copy of MobileNetV2 in every detector
+    for name in module._frozen_names:
+        state.pop(prefix + name, None)
+
+
+def _forgive_frozen(module: EffortFakeDetector, incompatible) -> None:
+    incompatible.missing_keys[:] = [
+        k for k in incompatible.missing_keys
+        if not any(k == n or k.endswith("." + n) for n in module._frozen_names)]
 
 
 def trainable_parameters(model: nn.Module) -> int:

@@ -26,6 +26,9 @@ class Protocol:
         metrics: names of the metrics ``run`` returns, the headline one first.
         higher_is_better: per metric, for leaderboards and comparisons.
         run: the metric code; must not depend on anything but the model and device.
+        slow: its first run takes minutes on CPU (e.g. it trains generators to make its
+            test data); the catalog test that re-runs every shipped card runs such
+            protocols only under ``-m slow`` (``subzoo eval`` runs them as any other).
     """
 
     name: str
@@ -36,6 +39,7 @@ class Protocol:
     higher_is_better: tuple[bool, ...]
     run: Callable[[nn.Module, torch.device], dict[str, float]]
     description: str = ""
+    slow: bool = False
 
     def __post_init__(self) -> None:
         if len(self.metrics) != len(self.higher_is_better):
