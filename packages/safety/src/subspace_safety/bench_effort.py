@@ -31,8 +31,17 @@ import torch
 
 from subspace_core.bench import BenchContext, Benchmark, Measurement, register_benchmark
 
-__all__ = ["EFFORT_DETECTION", "FULL", "QUICK", "EffortBenchConfig", "effort_detection",
-           "run_effort_detection", "held_out_data", "score_detector", "train_mode"]
+__all__ = [
+    "EFFORT_DETECTION",
+    "FULL",
+    "QUICK",
+    "EffortBenchConfig",
+    "effort_detection",
+    "held_out_data",
+    "run_effort_detection",
+    "score_detector",
+    "train_mode",
+]
 
 
 @dataclass(frozen=True)
