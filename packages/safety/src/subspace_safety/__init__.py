@@ -16,7 +16,11 @@
   shipped as ``safety/lit_clip_mnv2_minilm.fmnist_mnist``);
 * small VAE / DCGAN / DDPM generators for Fashion-MNIST (:mod:`subspace_safety.generators`),
   their cached fakes (:mod:`subspace_safety.fakes`) and a MobileNetV2 fake detector adapted by
-  Effort, LoRA or full fine-tuning (:mod:`subspace_safety.detector`);
+  Effort, LoRA or full fine-tuning (:mod:`subspace_safety.detector`; the Effort one shipped
+  as ``safety/effort_mnv2_b14.fmnist_dcgan``, stored as its trained residuals and head);
+* :class:`NudeNetEvaluator` -- NudeNet's ONNX detector as an external image-safety evaluator
+  (nudity rate, per-label counts) on tensors or PIL images (:mod:`subspace_safety.nudenet_eval`,
+  extra ``nudenet``);
 * L-inf PGD (:func:`pgd_linf`) and the EigenShield robustness evaluation
   (:mod:`subspace_safety.robustness`); SAFREE concept erasure on the LiT CLIP
   (:mod:`subspace_safety.erasure`).
@@ -27,7 +31,13 @@ Importing the package does not register anything with the core; the ``subzoo`` p
 
 from subspace_safety.attacks import pgd_linf
 from subspace_safety.concept import ConceptSubspace
-from subspace_safety.detector import FakeDetector, adapt, roc_auc, train_detector
+from subspace_safety.detector import (
+    EffortFakeDetector,
+    FakeDetector,
+    adapt,
+    roc_auc,
+    train_detector,
+)
 from subspace_safety.effort import (
     EffortConv1x1,
     EffortLinear,
@@ -46,6 +56,7 @@ from subspace_safety.erasure import (
 )
 from subspace_safety.generators import GENERATORS, SmallDCGAN, SmallDDPM, SmallVAE
 from subspace_safety.lit_clip import LiTClip, info_nce_loss, pool_tokens
+from subspace_safety.nudenet_eval import NudeNetEvaluator, NudityReport
 from subspace_safety.safree import (
     HFTextEncoder,
     SafreeResult,
@@ -61,6 +72,7 @@ __all__ = [
     "GENERATORS",
     "ConceptSubspace",
     "EffortConv1x1",
+    "EffortFakeDetector",
     "EffortLinear",
     "EffortLosses",
     "EigenShield",
@@ -69,6 +81,8 @@ __all__ = [
     "HFTextEncoder",
     "LiTClip",
     "LiTTokenEncoder",
+    "NudeNetEvaluator",
+    "NudityReport",
     "PCAProjection",
     "SafreeResult",
     "SmallDCGAN",
