@@ -238,3 +238,36 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(TypeError, match="gaussians"):
         rasterize(base, EYE4, K, 8, 8)
     assert math.isfinite(float(rasterize_gaussians(*base, EYE4, K, 8, 8).rgb.sum()))
+
+
+def test_splat_extents_are_the_exact_box_of_the_drawn_ellipse():
+    g = torch.Generator().manual_seed(0)
+    n = 40
+    root = torch.randn(n, 2, 2, generator=g, dtype=F64)
+    cov = root @ root.mT + 0.1 * torch.eye(2, dtype=F64)
+    inv = torch.linalg.inv(cov)
+    conics = torch.stack([inv[:, 0, 0], inv[:, 0, 1], inv[:, 1, 1]], -1)
+    opacity = torch.rand(n, generator=g, dtype=F64) * 0.2 + 1e-3  # faint: many clip below 3σ
+    ex, ey = rasterize_module._splat_extents(conics, opacity.log(), 3.0)
+    t = torch.clamp(2 * torch.log(opacity * 255), 0, 9)
+    theta = torch.linspace(0, 2 * math.pi, 20001, dtype=F64)
+    circle = torch.stack([theta.cos(), theta.sin()], 0)  # [2, M]
+    edge = torch.linalg.cholesky(cov) @ circle * t.sqrt()[:, None, None]  # d^T Σ^-1 d = t
+    torch.testing.assert_close(ex, edge[:, 0].abs().amax(1), rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(ey, edge[:, 1].abs().amax(1), rtol=1e-6, atol=1e-9)
+    # never wider than the 3-sigma circle of the largest axis, and zero for invisible splats
+    assert (ex <= 3 * torch.linalg.eigvalsh(cov)[:, -1].sqrt() + 1e-12).all()
+    assert (t[opacity < 1 / 255] == 0).all() and (ex[opacity < 1 / 255] == 0).all()
+
+
+def test_faint_elongated_splats_on_small_tiles_equal_the_dense_reference():
+    scene = _scene(30, seed=5, feature_dim=2)
+    scene["opacity_logits"] = scene["opacity_logits"] - 3.0  # opacities ~0.01-0.2
+    scene["log_scales"] = scene["log_scales"] + torch.tensor([0.8, -0.6, 0.0], dtype=F64)
+    w, h = 33, 27
+    K = _K(35.0, w, h)
+    ref = _render(scene, w, h, K, dense=True)
+    out = _render(scene, w, h, K, tile_size=2)
+    for name in ("rgb", "alpha", "features"):
+        torch.testing.assert_close(getattr(out, name), getattr(ref, name), msg=name)
+    assert (ref.alpha > 0).float().mean() > 0.2

@@ -21,9 +21,11 @@ Compositing follows 3DGS exactly except where noted:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import torch.utils.checkpoint
 
 from .gaussians import Gaussians, check_shape, quat_to_rotmat
@@ -81,6 +83,7 @@ class RenderOutput:
 class _Prepared:
     proj: Projected
     opacities: torch.Tensor  # [N]
+    log_opacities: torch.Tensor  # [N], log sigmoid of the logits (finite where opacity is 0)
     values: torch.Tensor  # [N, C + 1 + F + 1]: colour, depth, features, constant 1
     num_colors: int
     num_features: int
@@ -323,6 +326,7 @@ def _prepare(
     rs = rot * log_scales.exp()[:, None, :]
     covs = rs @ rs.transpose(1, 2)
     opacities = torch.sigmoid(opacity_logits)
+    log_opacities = F.logsigmoid(opacity_logits)
     proj = project_gaussians(
         means, covs, opacities, viewmat, K, width, height,
         near=near, far=far, eps2d=eps2d, sigma_cutoff=sigma_cutoff,
@@ -337,6 +341,7 @@ def _prepare(
     return _Prepared(
         proj=proj,
         opacities=opacities,
+        log_opacities=log_opacities,
         values=values,
         num_colors=num_colors,
         num_features=0 if features is None else features.shape[1],
@@ -394,12 +399,13 @@ def _composite_tiles(
         ids = torch.nonzero(proj.visible).squeeze(1)
         ids = ids[torch.argsort(proj.depths.detach()[ids], stable=True)]
         m = proj.means2d.detach()[ids]
-        r = proj.radii[ids].to(m.dtype)
-        # tiles whose pixel centres can lie within the radius: [min, max) in tile units
-        x0 = ((m[:, 0] - r) / tile_size).floor().clamp(0, tiles_x).long()
-        x1 = ((m[:, 0] + r) / tile_size).floor().add(1).clamp(0, tiles_x).long()
-        y0 = ((m[:, 1] - r) / tile_size).floor().clamp(0, tiles_y).long()
-        y1 = ((m[:, 1] + r) / tile_size).floor().add(1).clamp(0, tiles_y).long()
+        ex, ey = _splat_extents(proj.conics.detach()[ids], prep.log_opacities.detach()[ids],
+                                sigma_cutoff)
+        # tiles that can hold a pixel the splat reaches: [min, max) in tile units
+        x0 = ((m[:, 0] - ex) / tile_size).floor().clamp(0, tiles_x).long()
+        x1 = ((m[:, 0] + ex) / tile_size).floor().add(1).clamp(0, tiles_x).long()
+        y0 = ((m[:, 1] - ey) / tile_size).floor().clamp(0, tiles_y).long()
+        y1 = ((m[:, 1] + ey) / tile_size).floor().add(1).clamp(0, tiles_y).long()
         nx, ny = x1 - x0, y1 - y0
         counts = nx * ny
         owner = torch.repeat_interleave(torch.arange(ids.numel(), device=device), counts)
@@ -416,9 +422,7 @@ def _composite_tiles(
         starts = per_tile.cumsum(0) - per_tile
         busy = torch.nonzero(per_tile).squeeze(1)
 
-    offs = torch.arange(tile_size, dtype=dtype, device=device) + 0.5
-    local_y, local_x = torch.meshgrid(offs, offs, indexing="ij")
-    local_pix = torch.stack([local_x, local_y], dim=-1).reshape(1, pix_per_tile, 1, 2)
+    local_pix = _pixel_monomials(tile_size, dtype, device)
 
     out_tiles = []
     tile_ids = busy.tolist()
@@ -438,14 +442,14 @@ def _composite_tiles(
             # for every chunk at once, so training memory stays bounded like inference
             out_tiles.append(
                 torch.utils.checkpoint.checkpoint(
-                    _composite_chunk, prep.proj.means2d, prep.proj.conics, prep.opacities,
+                    _composite_chunk, prep.proj.means2d, prep.proj.conics, prep.log_opacities,
                     prep.values, *args, sigma_cutoff, use_reentrant=False,
                 )
             )  # fmt: skip
         else:
             out_tiles.append(
                 _composite_chunk(
-                    prep.proj.means2d, prep.proj.conics, prep.opacities, prep.values,
+                    prep.proj.means2d, prep.proj.conics, prep.log_opacities, prep.values,
                     *args, sigma_cutoff,
                 )
             )  # fmt: skip
@@ -462,10 +466,53 @@ def _composite_tiles(
     return image[:height, :width]
 
 
+def _splat_extents(
+    conics: torch.Tensor, log_opacities: torch.Tensor, sigma_cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Half-widths ``(x, y)`` ``[N]`` of the box around the pixels a splat can draw on.
+
+    A pixel gets alpha only where ``opacity · exp(-½ d) >= ALPHA_THRESHOLD`` and
+    ``d <= sigma_cutoff²`` (``d`` the Mahalanobis distance), i.e. inside the ellipse
+    ``d <= t`` with ``t = min(sigma_cutoff², 2 log(opacity / ALPHA_THRESHOLD))``, whose exact
+    bounding box is ``±sqrt(t Σxx), ±sqrt(t Σyy)``. This is tighter than the circle of
+    radius ``sigma_cutoff · sqrt(λmax)`` for faint or elongated splats, so fewer
+    (tile, Gaussian) pairs are composited, and exact: the pairs it drops add zero.
+    """
+    a, b, c = conics.unbind(-1)
+    det = (a * c - b * b).clamp_min(1e-30)
+    t = (2.0 * (log_opacities - math.log(ALPHA_THRESHOLD))).clamp(0.0, sigma_cutoff**2)
+    return (t * c / det).sqrt(), (t * a / det).sqrt()
+
+
+def _pixel_monomials(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[P, 6]`` monomials ``(x², xy, y², x, y, 1)`` of a tile's pixel centres in tile-local
+    coordinates (``P = tile_size²``, row-major)."""
+    offs = torch.arange(tile_size, dtype=dtype, device=device) + 0.5
+    y, x = (t.reshape(-1) for t in torch.meshgrid(offs, offs, indexing="ij"))
+    return torch.stack([x * x, x * y, y * y, x, y, torch.ones_like(x)], dim=-1)
+
+
+def _log_alpha_weights(
+    means2d: torch.Tensor, conics: torch.Tensor, log_opacities: torch.Tensor
+) -> torch.Tensor:
+    """Coefficients ``[..., 6]`` of ``log(opacity) - ½ (p - μ)ᵀ Σ⁻¹ (p - μ)`` as a linear form
+    in :func:`_pixel_monomials` (``means2d`` relative to the tile origin).
+
+    Expanding the quadratic turns the per-(pixel, Gaussian) Mahalanobis distance into one
+    matrix product instead of a dozen elementwise passes; in tile-local coordinates the
+    terms stay small, so float32 loses nothing noticeable to cancellation.
+    """
+    a, b, c = conics.unbind(-1)
+    mx, my = means2d.unbind(-1)
+    ax_by, bx_cy = a * mx + b * my, b * mx + c * my
+    constant = log_opacities - 0.5 * (mx * ax_by + my * bx_cy)
+    return torch.stack([-0.5 * a, -b, -0.5 * c, ax_by, bx_cy, constant], dim=-1)
+
+
 def _composite_chunk(
     means2d: torch.Tensor,
     conics: torch.Tensor,
-    opacities: torch.Tensor,
+    log_opacities: torch.Tensor,
     values: torch.Tensor,
     chunk: torch.Tensor,
     starts: torch.Tensor,
@@ -474,7 +521,7 @@ def _composite_chunk(
     longest: int,
     tiles_x: int,
     tile_size: int,
-    local_pix: torch.Tensor,
+    monomials: torch.Tensor,
     sigma_cutoff: float,
 ) -> torch.Tensor:
     """Composite the tiles ``chunk [B]``; returns ``[B, tile_size^2, D]``.
@@ -482,22 +529,31 @@ def _composite_chunk(
     Each tile's depth-sorted list is walked in segments of ``DEPTH_SEGMENT`` Gaussians,
     carrying the transmittance between segments, and the walk stops once every pixel of the
     chunk has terminated: the block-level early exit of the 3DGS kernel, which skips most of
-    the list in opaque regions.
+    the list in opaque regions. Alpha is ``exp`` of a linear form in the pixel monomials
+    (:func:`_log_alpha_weights`), kept where it reaches ``ALPHA_THRESHOLD`` and the pixel
+    lies within ``sigma_cutoff`` standard deviations: the same rule as :func:`_alpha`.
     """
-    origin = torch.stack([chunk % tiles_x, chunk // tiles_x], dim=-1).to(local_pix.dtype)
-    pixels = origin[:, None, None, :] * tile_size + local_pix  # [B, P, 1, 2]
+    origin = torch.stack([chunk % tiles_x, chunk // tiles_x], dim=-1).to(monomials.dtype)
+    origin = origin[:, None, :] * tile_size  # [B, 1, 2] pixel coordinates of the tile corner
     counts, first = per_tile[chunk][:, None], starts[chunk][:, None]
-    acc = values.new_zeros(chunk.numel(), local_pix.shape[1], values.shape[1])
-    T = values.new_ones(chunk.numel(), local_pix.shape[1], 1)
+    num_pix = monomials.shape[0]
+    acc = values.new_zeros(chunk.numel(), num_pix, values.shape[1])
+    T = values.new_ones(chunk.numel(), num_pix, 1)
+    log_alpha_floor = math.log(ALPHA_THRESHOLD)
     for begin in range(0, longest, DEPTH_SEGMENT):
         slot = torch.arange(begin, min(begin + DEPTH_SEGMENT, longest), device=chunk.device)
         in_list = slot[None, :] < counts  # [B, S]
         pair = (first + slot[None, :]).clamp_max(gauss_of_pair.numel() - 1)
         g = torch.where(in_list, gauss_of_pair[pair], 0)  # [B, S] Gaussian ids, depth-sorted
-        alpha = _alpha(
-            pixels, means2d[g][:, None], conics[g][:, None], opacities[g][:, None], sigma_cutoff
-        )  # [B, P, S]
-        alpha = alpha * in_list[:, None, :]
+        log_o = log_opacities[g]
+        weights_6 = _log_alpha_weights(means2d[g] - origin, conics[g], log_o)  # [B, S, 6]
+        log_alpha = monomials @ weights_6.transpose(1, 2)  # [B, P, S]
+        # alpha >= ALPHA_THRESHOLD and Mahalanobis <= cutoff², as log-alpha thresholds
+        floor = torch.maximum(log_o - 0.5 * sigma_cutoff * sigma_cutoff,
+                              log_o.new_tensor(log_alpha_floor))
+        floor = torch.where(in_list, floor, torch.inf)[:, None, :]
+        alpha = torch.where(log_alpha >= floor, log_alpha.exp().clamp_max(MAX_ALPHA),
+                            torch.zeros_like(log_alpha))
         T_after = T * torch.cumprod(1.0 - alpha, dim=-1)
         T_before = torch.cat([T, T_after[..., :-1]], dim=-1)
         # early termination: T only decreases, so this drops exactly the Gaussian that would
