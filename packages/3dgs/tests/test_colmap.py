@@ -1,5 +1,6 @@
 """COLMAP sparse models: round trips through an independent writer, projection, bad files."""
 
+import dataclasses
 import math
 import struct
 
@@ -300,3 +301,23 @@ def test_load_colmap_or_nerf_rejects_other_folders(tmp_path):
         load_colmap_or_nerf(tmp_path)
     with pytest.raises(ValueError, match="COLMAP model"):
         load_colmap(tmp_path)
+
+
+def test_points_init_seeds_gaussians_from_the_sfm_points(tmp_path, model_data):
+    from subspace_3dgs.train import initial_points
+
+    images, points = model_data
+    _write_bin(tmp_path / "sparse" / "0", images, points)
+    with pytest.warns(UserWarning):
+        scene = load_colmap(tmp_path, load_images=False)
+    gen = torch.Generator().manual_seed(0)
+    xyz, rgb = initial_points(scene, "points", 100, gen)
+    np.testing.assert_allclose(xyz.numpy(), scene.points)
+    np.testing.assert_allclose(rgb.numpy(), scene.point_colors, rtol=1e-6)
+    xyz3, rgb3 = initial_points(scene, "points", 3, gen)  # subsampled, pairs kept together
+    assert xyz3.shape == (3, 3) and rgb3.shape == (3, 3)
+    rows = [int(np.flatnonzero((scene.points == p).all(1))[0]) for p in xyz3.numpy()]
+    np.testing.assert_allclose(rgb3.numpy(), scene.point_colors[rows], rtol=1e-6)
+    empty = dataclasses.replace(scene, points=None, point_colors=None)
+    with pytest.raises(ValueError, match="structure-from-motion"):
+        initial_points(empty, "points", 10, gen)

@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
-INIT_METHODS = ("depth", "random", "vertices")
+INIT_METHODS = ("depth", "points", "random", "vertices")
 
 
 def _cpu_schedule() -> DensifyConfig:
@@ -139,7 +139,10 @@ def initial_points(
     ``"depth"``: back-project the masked pixels of every *training* view with their depth
     and colour, using the scene's known cameras, then subsample ``num_points`` of them
     uniformly (a dense coloured surface sample, a stronger start than SfM points).
-    ``"vertices"``: a subsample of the mesh vertices, grey. ``"random"``: uniform in the ball
+    ``"points"``: the capture's structure-from-motion points and their colours
+    (``scene.points`` / ``scene.point_colors``, e.g. from :func:`~subspace_3dgs.scenes.
+    load_colmap`), the usual 3DGS start for real captures, subsampled to ``num_points`` if
+    there are more. ``"vertices"``: a subsample of the mesh vertices, grey. ``"random"``: uniform in the ball
     that bounds the mesh (radius 1 for :func:`~subspace_3dgs.scenes.make_scene` scenes, else
     half the scene extent) with random colours, like 3DGS's random init of synthetic scenes.
     """
@@ -148,6 +151,13 @@ def initial_points(
         if not views:
             raise ValueError("scene: init 'depth' needs training views with depth and mask")
         xyz, rgb = (torch.cat(t) for t in zip(*(_backproject(v) for v in views), strict=True))
+    elif method == "points":
+        if scene.points is None or len(scene.points) == 0:
+            raise ValueError("scene: init 'points' needs a scene with structure-from-motion "
+                             "points (scene.points), e.g. from load_colmap")
+        xyz = torch.as_tensor(scene.points, dtype=torch.float32)
+        rgb = None if scene.point_colors is None else torch.as_tensor(scene.point_colors,
+                                                                     dtype=torch.float32)
     elif method == "vertices":
         if scene.vertices is None:
             raise ValueError("scene: init 'vertices' needs a scene with a mesh")
