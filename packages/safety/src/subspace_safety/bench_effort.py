@@ -36,6 +36,7 @@ __all__ = [
     "FULL",
     "QUICK",
     "EffortBenchConfig",
+    "detector_data",
     "effort_detection",
     "held_out_data",
     "run_effort_detection",
@@ -83,7 +84,10 @@ FULL = EffortBenchConfig(gen_steps=(("vae", 400), ("dcgan", 500), ("ddpm", 300))
                          det_steps=300, det_real_train=5_000)
 
 
-def _data(config: EffortBenchConfig, log):
+def detector_data(config: EffortBenchConfig, log=print):
+    """``(real_train, real_test, {generator: (train fakes, test fakes)})`` of ``config``, uint8
+    ``[n, 28, 28]`` each (module doc; trains and samples the generators on a first run,
+    cached afterwards)."""
     from subspace_core.data import load_dataset
     from subspace_safety.fakes import cached_fakes
 
@@ -103,19 +107,24 @@ def _data(config: EffortBenchConfig, log):
 def held_out_data(config: EffortBenchConfig = QUICK, *, log=print):
     """``(real_test, {generator: held-out fakes})`` of ``config``: uint8 ``[n, 28, 28]`` each
     (trains and samples the generators on a first run; cached afterwards)."""
-    _, real_test, fakes = _data(config, log)
+    _, real_test, fakes = detector_data(config, log)
     return real_test, {name: test for name, (_, test) in fakes.items()}
 
 
 def train_mode(config: EffortBenchConfig, mode: str, real: torch.Tensor, fake: torch.Tensor):
     """A fresh ImageNet :class:`~subspace_safety.detector.FakeDetector` adapted in ``mode`` and
     trained on ``real`` vs ``fake`` with ``config``'s budget and seed (one thread:
-    bit-reproducible on one machine and torch build)."""
-    from subspace_safety.detector import FakeDetector, adapt, train_detector
+    bit-reproducible on one machine and torch build). ``"effort"`` gives an
+    :class:`~subspace_safety.detector.EffortFakeDetector`, whose state dict is the shippable
+    delta."""
+    from subspace_safety.detector import EffortFakeDetector, FakeDetector, adapt, train_detector
 
     torch.manual_seed(config.seed)
-    detector = FakeDetector()
-    adapt(detector, mode, residual_rank=config.residual_rank)
+    if mode == "effort":
+        detector = EffortFakeDetector(residual_rank=config.residual_rank)
+    else:
+        detector = FakeDetector()
+        adapt(detector, mode, residual_rank=config.residual_rank)
     train_detector(detector, real, fake, steps=config.det_steps, batch_size=config.det_batch,
                    lr=config.det_lr, seed=config.seed)
     return detector
@@ -128,7 +137,7 @@ def score_detector(detector, real_test: torch.Tensor, fakes: dict, train_on: str
     Args:
         detector: images ``[N, 28, 28]`` -> fake logits ``[N]``.
         real_test: real images ``[n, 28, 28]``.
-        fakes: ``{generator: test fakes}`` or ``{generator: (train, test) fakes}``.
+        fakes: ``{generator: held-out fakes}``.
         train_on: the generator the detector was trained on (its row is ``"seen"``).
 
     Returns:
@@ -142,8 +151,6 @@ def score_detector(detector, real_test: torch.Tensor, fakes: dict, train_on: str
     row: dict = {}
     unseen = []
     for name, test_fakes in fakes.items():
-        if isinstance(test_fakes, tuple):
-            test_fakes = test_fakes[1]
         scores = torch.cat([real_scores, detector_scores(detector, test_fakes)])
         labels = torch.cat([torch.zeros(real_test.shape[0]), torch.ones(test_fakes.shape[0])])
         key = "seen" if name == train_on else f"unseen: {name}"
@@ -163,7 +170,7 @@ def effort_detection(config: EffortBenchConfig = QUICK, *, log=print) -> dict[st
     """
     from subspace_safety.detector import trainable_parameters
 
-    real_train, real_test, fakes = _data(config, log)
+    real_train, real_test, fakes = detector_data(config, log)
     if config.train_on not in fakes:
         raise ValueError(f"train_on: expected one of {sorted(fakes)}, got {config.train_on!r}")
     results: dict[str, dict] = {}
@@ -171,7 +178,8 @@ def effort_detection(config: EffortBenchConfig = QUICK, *, log=print) -> dict[st
         start = time.perf_counter()
         detector = train_mode(config, mode, real_train, fakes[config.train_on][0])
         row: dict = {"trainable": trainable_parameters(detector)}
-        row.update(score_detector(detector, real_test, fakes, config.train_on))
+        held_out = {name: test for name, (_, test) in fakes.items()}
+        row.update(score_detector(detector, real_test, held_out, config.train_on))
         row["seconds"] = time.perf_counter() - start
         log(f"{mode}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
         results[mode] = row

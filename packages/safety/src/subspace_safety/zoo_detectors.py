@@ -24,6 +24,7 @@ from torch import nn
 
 from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
+from subspace_safety.bench_effort import FULL, held_out_data, score_detector
 from subspace_safety.detector import EffortFakeDetector
 
 __all__ = [
@@ -33,17 +34,15 @@ __all__ = [
     "fake_detection_metrics",
 ]
 
-#: The generator the shipped detector is trained on; the others are "unseen".
-TRAIN_ON = "dcgan"  # = bench_effort.FULL.train_on
-_GENERATORS = ("vae", "dcgan", "ddpm")
+#: The generator the shipped detector is trained on (the others are "unseen"), and all three.
+TRAIN_ON = FULL.train_on
+_GENERATORS = tuple(name for name, _ in FULL.gen_steps)
 
 
 def fake_detection_metrics(model: nn.Module, device: torch.device | str = "cpu"
                            ) -> dict[str, float]:
     """The ``fake_detection`` protocol (see the module doc) for a detector trained on
     :data:`TRAIN_ON`'s fakes."""
-    from subspace_safety.bench_effort import FULL, held_out_data, score_detector
-
     real_test, fakes = held_out_data(FULL, log=lambda *_: None)
     model = model.to(device).eval()
     row = score_detector(model, real_test, fakes, TRAIN_ON)

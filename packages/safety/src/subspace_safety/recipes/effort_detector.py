@@ -30,24 +30,19 @@ def train(out_dir: str | Path, *, quick: bool = False, progress: bool = True) ->
     :class:`~subspace_safety.detector.EffortFakeDetector` delta, written atomically with
     a ``.sha256`` sidecar)."""
     from subspace_core.zoo import save_state_dict
-    from subspace_safety.bench_effort import FULL, _data, train_mode
-    from subspace_safety.detector import EffortFakeDetector
+    from subspace_safety.bench_effort import FULL, detector_data, train_mode
 
     config = replace(FULL, det_steps=20) if quick else FULL
     log = print if progress else (lambda *_: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        real_train, _, fakes = _data(config, log)
+        real_train, _, fakes = detector_data(config, log)
         start = time.perf_counter()
-        trained = train_mode(config, "effort", real_train, fakes[config.train_on][0])
+        model = train_mode(config, "effort", real_train, fakes[config.train_on][0])
         seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
-    # same construction as the zoo builder, then the trained tensors moved in
-    model = EffortFakeDetector(residual_rank=config.residual_rank)
-    model.load_state_dict({n: p for n, p in trained.state_dict().items()
-                           if n in model.delta_names})
     path = Path(out_dir) / FILE
     save_state_dict(model.state_dict(), path, metadata={
         "model_id": MODEL_ID, "quick": str(quick), "train_on": config.train_on,
