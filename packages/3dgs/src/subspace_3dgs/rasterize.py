@@ -422,7 +422,7 @@ def _composite_tiles(
         starts = per_tile.cumsum(0) - per_tile
         busy = torch.nonzero(per_tile).squeeze(1)
 
-    local_pix = _pixel_monomials(tile_size, dtype, device)
+    monomials = _pixel_monomials(tile_size, dtype, device)
 
     out_tiles = []
     tile_ids = busy.tolist()
@@ -436,7 +436,7 @@ def _composite_tiles(
                 break
             end, longest = end + 1, longest_next
         chunk = busy[pos:end]
-        args = (chunk, starts, per_tile, gauss_of_pair, longest, tiles_x, tile_size, local_pix)
+        args = (chunk, starts, per_tile, gauss_of_pair, longest, tiles_x, tile_size, monomials)
         if checkpoint and torch.is_grad_enabled():
             # the per-pixel intermediates are recomputed in backward instead of being kept
             # for every chunk at once, so training memory stays bounded like inference
