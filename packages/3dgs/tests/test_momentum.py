@@ -122,6 +122,11 @@ def test_merge_keeps_each_block_owned_gaussians_once():
     assert merged.num_gaussians == 60
     owner = block_index(part, merged.means)
     assert owner[: int((owner == 0).sum())].eq(0).all()
+    sharp = _gaussians(60)
+    sharp.eps2d = 0.1
+    assert merge_blocks([sharp, sharp], part).eps2d == 0.1
+    with pytest.raises(ValueError, match="eps2d"):
+        merge_blocks([g, sharp], part)
 
 
 def _tiny_scene():

@@ -271,3 +271,28 @@ def test_faint_elongated_splats_on_small_tiles_equal_the_dense_reference():
     for name in ("rgb", "alpha", "features"):
         torch.testing.assert_close(getattr(out, name), getattr(ref, name), msg=name)
     assert (ref.alpha > 0).float().mean() > 0.2
+
+
+def test_a_module_renders_with_its_own_low_pass_filter():
+    # the closed form of one isotropic splat, with the module's eps2d as the dilation
+    w, h, f, z, sigma, op = 24, 20, 30.0, 4.0, 0.1, 0.8
+    scene = _isotropic([[0.0, 0.0, z]], [sigma], [op], [[0.9, 0.4, 0.1]])
+    for eps2d in (0.3, 0.05):
+        g = Gaussians(**scene, eps2d=eps2d)
+        out = rasterize(g, EYE4, _K(f, w, h), w, h, tile_size=8)
+        var = (f * sigma / z) ** 2 + eps2d
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=F64) + 0.5, torch.arange(w, dtype=F64) + 0.5, indexing="ij"
+        )
+        maha = ((xs - w / 2) ** 2 + (ys - h / 2) ** 2) / var
+        alpha = op * torch.exp(-0.5 * maha)
+        torch.testing.assert_close(out.alpha, torch.where((alpha >= 1 / 255) & (maha <= 9), alpha, 0.0))
+        # an explicit eps2d overrides the module's
+        other = rasterize(g, EYE4, _K(f, w, h), w, h, tile_size=8, eps2d=0.3 if eps2d != 0.3 else 0.05)
+        assert not torch.allclose(other.alpha, out.alpha)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), True, "0.3"])
+def test_bad_eps2d_is_named(bad):
+    with pytest.raises(ValueError, match="eps2d"):
+        Gaussians(**_scene(3, 0), eps2d=bad)

@@ -141,3 +141,30 @@ def test_coarse_to_fine_renders_small_then_full(scene, monkeypatch):
         TrainConfig(coarse_until=-1)
     with pytest.raises(ValueError, match="coarse_factor"):
         TrainConfig(coarse_factor=0)
+
+
+def test_trained_gaussians_carry_the_training_filter(scene, tmp_path):
+    cfg = _config(20, eps2d=0.1, checkpoint_every=10)
+    g, _ = train_gaussians(scene, cfg, init="random", log_every=10, checkpoint_dir=tmp_path,
+                           stop_at=10)  # fmt: skip
+    assert g.eps2d == 0.1
+    assert load_checkpoint(tmp_path / CHECKPOINT_NAME)["gaussians"].eps2d == 0.1
+    resumed, _ = train_gaussians(scene, cfg, init="random", log_every=10, checkpoint_dir=tmp_path)
+    assert resumed.eps2d == 0.1
+    # a module passed as init trains (and is returned) with the config's filter, not its own
+    started, _ = train_gaussians(scene, _config(2), init=resumed, log_every=1)
+    assert started.eps2d == 0.3 and resumed.eps2d == 0.1
+    with pytest.raises(ValueError, match="eps2d"):
+        TrainConfig(eps2d=-1.0)
+
+
+def test_training_renders_with_the_config_filter(scene, monkeypatch):
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[0].eps2d if kwargs.get("eps2d") is None else kwargs["eps2d"])
+        return rasterize(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "rasterize", spy)
+    train_gaussians(scene, _config(3, eps2d=0.07), init="random", log_every=1)
+    assert seen == [0.07, 0.07, 0.07]

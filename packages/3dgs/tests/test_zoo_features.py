@@ -60,6 +60,13 @@ def test_state_dict_holds_exactly_the_stored_tensors():
     assert not any(p is field.gaussians.means for p in field.parameters())
 
 
+def test_the_field_renders_with_the_base_scene_filter():
+    base = _gaussians()
+    base.eps2d = 0.1
+    field = ff16_small_bunny_mnv2(base=base, dim=4, out_dim=8, map_size=4)
+    assert field.gaussians.eps2d == 0.1
+
+
 def test_stored_state_round_trips_through_a_fresh_module():
     base = _gaussians()
     trained = ff16_small_bunny_mnv2(base=base, dim=4, out_dim=8, map_size=4)

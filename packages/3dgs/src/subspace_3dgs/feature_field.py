@@ -191,7 +191,7 @@ def _render(
         geo = [t.detach() for t in geo]
     K = _scaled_camera(camera, width, height)
     out = rasterize_gaussians(*geo, camera.viewmat, K, width, height, features=g.features,
-                              background=background, checkpoint=False)  # fmt: skip
+                              background=background, eps2d=g.eps2d, checkpoint=False)  # fmt: skip
     feats = out.features + (1.0 - out.alpha)[..., None] * field.background
     return out, feats.movedim(-1, 0)
 
@@ -303,7 +303,7 @@ def _init_field(
         background = torch.zeros(dim)
     g = copy.deepcopy(gaussians)
     with_features = Gaussians(g.means, g.quats, g.log_scales, g.opacity_logits, g.sh,
-                              features=feats.to(g.means.dtype))  # fmt: skip
+                              features=feats.to(g.means.dtype), eps2d=g.eps2d)  # fmt: skip
     return FeatureField(with_features, background, decoder, maps.shape[-1])
 
 

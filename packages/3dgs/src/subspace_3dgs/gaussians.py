@@ -9,7 +9,7 @@ from torch import nn
 
 from .sh import max_sh_degree, num_sh_bases, rgb_to_sh
 
-__all__ = ["Gaussians", "quat_to_rotmat"]
+__all__ = ["EPS2D_3DGS", "Gaussians", "check_eps2d", "quat_to_rotmat"]
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
@@ -29,6 +29,19 @@ def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
     return torch.stack(rows, dim=-1).reshape(-1, 3, 3)
 
 
+#: Variance (px^2) of 3DGS's screen-space low-pass filter, the default render setting.
+EPS2D_3DGS = 0.3
+
+
+def check_eps2d(eps2d: float) -> float:
+    """``eps2d`` as a float; raises ValueError unless it is a finite number >= 0."""
+    if isinstance(eps2d, bool) or not isinstance(eps2d, int | float) or not (
+        math.isfinite(eps2d) and eps2d >= 0.0
+    ):
+        raise ValueError(f"eps2d: expected a finite number >= 0 (px^2), got {eps2d!r}")
+    return float(eps2d)
+
+
 class Gaussians(nn.Module):
     """A set of N 3-D Gaussians with raw (pre-activation) parameters.
 
@@ -40,6 +53,14 @@ class Gaussians(nn.Module):
         sh ``[N, K, C]``: real SH coefficients, ``K = (d+1)^2`` for degree ``d <= 3``;
             rendered colour is ``max(eval_sh(...) + 0.5, 0)``.
         features ``[N, F]`` or None: extra per-Gaussian features rendered alongside colour.
+
+    Render setting:
+        eps2d: variance (px^2) of the screen-space low-pass filter added to every projected
+            covariance (0.3 in 3DGS). Splats are fitted *through* this filter, so they only
+            reproduce their training images when rendered with the same value:
+            :func:`~subspace_3dgs.rasterize.rasterize` uses it unless told otherwise. It is not
+            a tensor (not in the state dict); checkpoints record it in their metadata or model
+            card.
     """
 
     def __init__(
@@ -50,8 +71,11 @@ class Gaussians(nn.Module):
         opacity_logits: torch.Tensor,
         sh: torch.Tensor,
         features: torch.Tensor | None = None,
+        *,
+        eps2d: float = EPS2D_3DGS,
     ) -> None:
         super().__init__()
+        self.eps2d = check_eps2d(eps2d)
         n = check_shape("means", means, (None, 3))[0]
         check_shape("quats", quats, (n, 4))
         check_shape("log_scales", log_scales, (n, 3))
@@ -78,6 +102,7 @@ class Gaussians(nn.Module):
         initial_opacity: float = 0.1,
         num_neighbors: int = 3,
         chunk_size: int = 1024,
+        eps2d: float = EPS2D_3DGS,
     ) -> Gaussians:
         """Initialise isotropic Gaussians on a point cloud, as 3DGS does from SfM points.
 
@@ -90,6 +115,7 @@ class Gaussians(nn.Module):
             num_neighbors: the scale is the RMS distance to this many nearest neighbours.
             chunk_size: rows of the pairwise-distance matrix computed at once (bounds memory
                 at ``chunk_size * N`` floats).
+            eps2d: the render setting (see the class doc).
         """
         n = check_shape("xyz", xyz, (None, 3))[0]
         if n < 2:
@@ -125,11 +151,15 @@ class Gaussians(nn.Module):
             opacity_logits=torch.full((n,), logit, dtype=xyz.dtype, device=xyz.device),
             sh=sh,
             features=features,
+            eps2d=eps2d,
         )
 
     @property
     def num_gaussians(self) -> int:
         return self.means.shape[0]
+
+    def extra_repr(self) -> str:
+        return f"num_gaussians={self.num_gaussians}, sh_degree={self.sh_degree}, eps2d={self.eps2d}"
 
     @property
     def sh_degree(self) -> int:

@@ -248,7 +248,7 @@ def block_weights(psnrs: torch.Tensor, ssims: torch.Tensor, sigma: float = 10.0)
 def merge_blocks(blocks: Sequence[Gaussians], partition: BlockPartition) -> Gaussians:
     """One :class:`Gaussians` holding, from each block ``b``, the Gaussians whose centre
     block ``b`` owns (:func:`~subspace_3dgs.blocks.block_index`); the overlap copies are
-    dropped, so the seams are not doubled."""
+    dropped, so the seams are not doubled. The blocks must share one ``eps2d``."""
     if len(blocks) != partition.num_blocks:
         raise ValueError(
             f"blocks: expected {partition.num_blocks} (the partition's), got {len(blocks)}"
@@ -263,7 +263,10 @@ def merge_blocks(blocks: Sequence[Gaussians], partition: BlockPartition) -> Gaus
     cat = {n: torch.cat(v) for n, v in parts.items() if v}
     if cat["means"].shape[0] == 0:
         raise ValueError("blocks: no block owns any of its Gaussians")
-    return Gaussians(**cat)
+    filters = sorted({g.eps2d for g in blocks})
+    if len(filters) != 1:
+        raise ValueError(f"blocks: expected one eps2d for every block, got {filters}")
+    return Gaussians(**cat, eps2d=filters[0])
 
 
 # ---------------------------------------------------------------- training
@@ -303,12 +306,13 @@ def _params(g: Gaussians, rows: torch.Tensor | None = None, detach: bool = False
     return out
 
 
-def _render(params: dict[str, torch.Tensor], view: View, bg: torch.Tensor, degree: int):
+def _render(params: dict[str, torch.Tensor], view: View, bg: torch.Tensor, degree: int,
+            eps2d: float):  # fmt: skip
     cam = view.camera
     return rasterize_gaussians(
         params["means"], params["quats"], params["log_scales"], params["opacity_logits"],
         params["sh"], cam.viewmat, cam.K, cam.width, cam.height,
-        background=bg, sh_degree=degree, checkpoint=False,
+        background=bg, sh_degree=degree, eps2d=eps2d, checkpoint=False,
     )  # fmt: skip
 
 
@@ -397,7 +401,8 @@ def train_momentum_gs(
                              "use fewer blocks or more points")  # fmt: skip
         g = Gaussians.from_points(xyz[rows], None if rgb is None else rgb[rows],
                                   sh_degree=tcfg.sh_degree,
-                                  initial_opacity=tcfg.initial_opacity)  # fmt: skip
+                                  initial_opacity=tcfg.initial_opacity,
+                                  eps2d=tcfg.eps2d)  # fmt: skip
         blocks.append(_Block(
             [v for v, on in zip(views, cams[b].tolist(), strict=True) if on], g,
             make_teacher(g) if use_teacher else None, _optimizer(g, bcfg, extent),
@@ -461,14 +466,14 @@ def _block_step(blk: _Block, ctx, config: MomentumConfig, bcfg: TrainConfig, ext
     degree = min((blk.steps - 1) // bcfg.sh_degree_interval, bcfg.sh_degree, g.sh_degree)
     n = g.num_gaussians
     own = _params(g)
-    out = _render(own if ctx is None else _cat(own, ctx), view, bg, degree)
+    out = _render(own if ctx is None else _cat(own, ctx), view, bg, degree, bcfg.eps2d)
     out.means2d.retain_grad()
     loss = photometric_loss(out.rgb, view.rgb, bcfg.ssim_lambda)
     cons = torch.zeros(())
     if config.consistency_weight > 0 and blk.teacher is not None:
         with torch.no_grad():
             tp = _params(blk.teacher, detach=True)
-            t_out = _render(tp if ctx is None else _cat(tp, ctx), view, bg, degree)
+            t_out = _render(tp if ctx is None else _cat(tp, ctx), view, bg, degree, bcfg.eps2d)
         cons = consistency_loss(out.rgb, t_out.rgb)
         loss = loss + config.consistency_weight * cons
     opt.zero_grad(set_to_none=True)
@@ -509,7 +514,8 @@ def _measure_blocks(blocks: list[_Block], part: BlockPartition, config: Momentum
                      config.train.sh_degree, blk.gaussians.sh_degree)  # fmt: skip
         ps, ss = [], []
         for view in blk.views[: config.eval_views]:
-            out = _render(own if ctx is None else _cat(own, ctx), view, bg, max(degree, 0))
+            out = _render(own if ctx is None else _cat(own, ctx), view, bg, max(degree, 0),
+                          config.train.eps2d)
             rgb = out.rgb.clamp(0.0, 1.0)
             ps.append(float(psnr(rgb, view.rgb)))
             ss.append(float(ssim(rgb, view.rgb)))

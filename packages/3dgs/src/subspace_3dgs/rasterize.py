@@ -102,12 +102,15 @@ def rasterize(
     tile_size: int = 16,
     sh_degree: int | None = None,
     backend: str = "auto",
+    eps2d: float | None = None,
     **kwargs,
 ) -> RenderOutput:
     """Render a :class:`Gaussians` module (see :func:`rasterize_gaussians` for the arguments,
     ``backend`` included).
 
     ``render_features=False`` skips the module's extra features even if it has them.
+    ``eps2d=None`` renders with the module's own low-pass filter ``gaussians.eps2d``, the one
+    it was trained with.
     """
     if not isinstance(gaussians, Gaussians):
         raise TypeError(f"gaussians: expected a Gaussians module, got {type(gaussians).__name__}")
@@ -126,6 +129,7 @@ def rasterize(
         tile_size=tile_size,
         sh_degree=sh_degree,
         backend=backend,
+        eps2d=gaussians.eps2d if eps2d is None else eps2d,
         **kwargs,
     )
 

@@ -28,7 +28,7 @@ from subspace_core.io import atomic_path
 
 from .cameras import Camera
 from .densify import PARAM_NAMES, DensifyConfig, DensityController
-from .gaussians import Gaussians
+from .gaussians import EPS2D_3DGS, Gaussians, check_eps2d
 from .metrics import photometric_loss, psnr, ssim
 from .rasterize import rasterize
 from .scenes import Scene, View
@@ -63,6 +63,10 @@ class TrainConfig:
     ``coarse_until`` / ``coarse_factor``: coarse-to-fine training; steps ``1..coarse_until``
     render at ``1 / coarse_factor`` of the view size (intrinsics scaled, targets
     box-downsampled), which costs less per step (fewer pixels per tile pass); 0 disables it.
+    ``eps2d``: the screen-space low-pass filter (px^2) training renders with; the returned
+    Gaussians carry it (``Gaussians.eps2d``), so they render later as they were fitted.
+    3DGS's 0.3 keeps every splat at least about a pixel wide; a smaller value lets splats
+    draw sharper silhouettes at the training resolution.
     """
 
     steps: int = 3000
@@ -86,8 +90,10 @@ class TrainConfig:
     checkpoint_every: int = 500
     coarse_until: int = 0
     coarse_factor: int = 2
+    eps2d: float = EPS2D_3DGS
 
     def __post_init__(self) -> None:
+        check_eps2d(self.eps2d)
         for name in ("steps", "sh_degree_interval", "num_init_points", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -256,7 +262,7 @@ def save_checkpoint(
     if generator is not None:
         tensors["rng"] = generator.get_state()
     tensors = {k: v.contiguous().clone() for k, v in tensors.items()}
-    meta = {"history": json.dumps(history or [])}
+    meta = {"history": json.dumps(history or []), "eps2d": repr(gaussians.eps2d)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
@@ -276,6 +282,7 @@ def load_checkpoint(path: str | Path) -> dict:
     gaussians = Gaussians(
         **{n: params[n] for n in PARAM_NAMES if n != "features"},
         features=params.get("features"),
+        eps2d=float(meta.get("eps2d", EPS2D_3DGS)),
     )
     return {
         "step": int(tensors["step"][0]),
@@ -304,7 +311,8 @@ def train_gaussians(
     Args:
         scene: views with ``rgb`` (and ``depth`` / ``mask`` for the ``"depth"`` init).
         config: hyper-parameters (defaults: :class:`TrainConfig`).
-        init: a :class:`Gaussians` to start from (copied), an init method name (see
+        init: a :class:`Gaussians` to start from (copied; the copy trains and renders with
+            ``config.eps2d``), an init method name (see
             :func:`initial_points`), or None for ``config.init``.
         log_every: a history entry every this many steps.
         checkpoint_dir: if given, a checkpoint is written there every
@@ -336,6 +344,7 @@ def train_gaussians(
     if ckpt is not None and ckpt.exists():
         state = load_checkpoint(ckpt)
         gaussians, start, history = state["gaussians"], state["step"], state["history"]
+        gaussians.eps2d = config.eps2d
         optimizer = _make_optimizer(gaussians, config, extent)
         for group in optimizer.param_groups:
             if group["name"] in state["adam"]:
@@ -347,11 +356,13 @@ def train_gaussians(
     else:
         if isinstance(init, Gaussians):
             gaussians = copy.deepcopy(init)
+            gaussians.eps2d = config.eps2d
         else:
             method = config.init if init is None else init
             xyz, rgb = initial_points(scene, method, config.num_init_points, generator)
             gaussians = Gaussians.from_points(
-                xyz, rgb, sh_degree=config.sh_degree, initial_opacity=config.initial_opacity
+                xyz, rgb, sh_degree=config.sh_degree, initial_opacity=config.initial_opacity,
+                eps2d=config.eps2d,
             )
         optimizer = _make_optimizer(gaussians, config, extent)
     # runs where the Gaussians are (views and background must be on the same device)

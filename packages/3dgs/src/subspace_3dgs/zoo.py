@@ -26,7 +26,7 @@ from subspace_core.eval import Protocol, protocol_doc, register_protocol
 from subspace_core.zoo import PretrainedCfg, register_model
 
 from .densify import PARAM_NAMES
-from .gaussians import Gaussians
+from .gaussians import EPS2D_3DGS, Gaussians
 from .metrics import psnr, ssim
 from .rasterize import rasterize
 from .scenes import Scene, View, make_scene
@@ -67,8 +67,11 @@ class SplatScene(Gaussians):
     """
 
     @classmethod
-    def empty(cls, sh_degree: int = 0, num_channels: int = 3, feature_dim: int = 0) -> SplatScene:
-        """A module with zero Gaussians (``means [0, 3]``, ``sh [0, (d+1)^2, C]``, ...)."""
+    def empty(cls, sh_degree: int = 0, num_channels: int = 3, feature_dim: int = 0,
+              eps2d: float = EPS2D_3DGS) -> SplatScene:  # fmt: skip
+        """A module with zero Gaussians (``means [0, 3]``, ``sh [0, (d+1)^2, C]``, ...) that
+        renders with the low-pass filter ``eps2d`` (px^2; the one its checkpoint was trained
+        with, see :class:`~subspace_3dgs.gaussians.Gaussians`)."""
         k = num_sh_bases(sh_degree)
         return cls(
             means=torch.zeros(0, 3),
@@ -77,6 +80,7 @@ class SplatScene(Gaussians):
             opacity_logits=torch.zeros(0),
             sh=torch.zeros(0, k, num_channels),
             features=torch.zeros(0, feature_dim) if feature_dim > 0 else None,
+            eps2d=eps2d,
         )
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,

@@ -62,7 +62,7 @@ class FrozenGeometry(Gaussians):
 
     def __init__(self, base: Gaussians, features: torch.Tensor) -> None:
         tensors = [getattr(base, n).detach() for n in FROZEN_PARAMS]
-        super().__init__(*tensors, features=features)
+        super().__init__(*tensors, features=features, eps2d=base.eps2d)
         for name in FROZEN_PARAMS:
             value = getattr(self, name).detach()
             delattr(self, name)
