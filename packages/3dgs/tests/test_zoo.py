@@ -8,6 +8,7 @@ from subspace_3dgs.gaussians import Gaussians
 from subspace_3dgs.rasterize import rasterize
 from subspace_3dgs.scenes import View
 from subspace_3dgs.zoo import (
+    BUNNY_EPS2D,
     BUNNY_SCENE,
     FEATURE_STAGES,
     SplatScene,
@@ -103,12 +104,14 @@ def test_feature_distance_is_the_documented_formula(untrained):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_factory_loads_checkpoint_round_trip(tmp_path, dtype):
     g = _gaussians(37)
+    g.eps2d = BUNNY_EPS2D  # the card's render setting, which the file does not hold
     state = {n: getattr(g, n).detach().to(dtype) for n in
              ("means", "quats", "log_scales", "opacity_logits", "sh")}  # fmt: skip
     path = tmp_path / "splats.safetensors"
     digest = save_state_dict(state, path)
     model = create_model(MODEL_ID, checkpoint_path=path, sha256=digest)
     assert isinstance(model, SplatScene) and model.num_gaussians == 37
+    assert model.eps2d == BUNNY_EPS2D
     for name, t in state.items():
         p = getattr(model, name)
         assert p.dtype == torch.float32 and isinstance(p, torch.nn.Parameter)

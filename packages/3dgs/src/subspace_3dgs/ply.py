@@ -70,7 +70,9 @@ def write_splat_ply(
     ``means [N, 3]``, ``quats [N, 4]`` (w, x, y, z; written as given), ``log_scales [N, 3]``,
     ``opacity_logits [N]``, ``sh [N, K, 3]`` with K in {1, 4, 9, 16}, optional
     ``features [N, F]`` (written as ``feat_*``; plain viewers ignore them). Values are
-    stored as float32.
+    stored as float32. The layout has no field for the render filter
+    (:attr:`Gaussians.eps2d <subspace_3dgs.gaussians.Gaussians>`): viewers draw with 3DGS's
+    0.3 px^2, so splats trained with a smaller filter look slightly softer there.
     """
     if not isinstance(means, torch.Tensor) or means.ndim != 2 or means.shape[1] != 3:
         raise ValueError(f"means: expected [N, 3], got {list(getattr(means, 'shape', []))}")

@@ -192,8 +192,8 @@ BUNNY_FEATURE_DIM = 16
 #: Shipped feature fields: id -> (sha256, bytes, num_params, metrics of bunny_feature_fidelity).
 SHIPPED_FEATURES: dict[str, tuple[str, int, int, Mapping[str, float]]] = {
     "3dgs/ff16_small.bunny_mnv2": (
-        "fbc5833cd3cb22779ded6b61080455e196ed26afa48d34ee62dbec760922e1f5", 1_047_536, 261_760,
-        {"fidelity_object": 0.7489867806434631, "fidelity_all": 0.7724389433860779},
+        "fa58d8f1adc31af830af0ad1e8e0148f89a609e3fa6f4f61c9b0290e1b9b3c42", 1_047_472, 261_744,
+        {"fidelity_object": 0.7567018866539001, "fidelity_all": 0.764143168926239},
     ),
 }
 _SHA, _BYTES, _PARAMS, _METRICS = SHIPPED_FEATURES["3dgs/ff16_small.bunny_mnv2"]
@@ -216,7 +216,7 @@ _SHA, _BYTES, _PARAMS, _METRICS = SHIPPED_FEATURES["3dgs/ff16_small.bunny_mnv2"]
               "teacher": dict(BUNNY_TEACHER),
               "split": "56 training views, 8 held-out views (every 8th)"},
         train_budget="60 steps (the step count of the 3dgs/feature_field benchmark), geometry "
-        "frozen: 17 s of distillation + 18 s of teacher maps (53 s wall with start-up) on one "
+        "frozen: 9 s of distillation + 11 s of teacher maps on one "
         "core of the shared 2-core machine (OMP_NUM_THREADS=1); bit-identical on re-run",
         package="subspace_3dgs.weights",
         notes="Stores only what the field adds to 3dgs/gs_small.bunny_rgb (loaded by the "

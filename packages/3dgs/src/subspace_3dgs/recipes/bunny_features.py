@@ -10,8 +10,9 @@ thread: bit-reproducible on one machine / torch build.
 
 Budget: 60 steps (the step count of the ``3dgs/feature_field`` benchmark's full run), about
 20 s of distillation plus 20 s of teacher maps on one core. Longer runs fit the training views
-better but not the held-out ones (``fidelity_object`` 0.749 at 60 steps, 0.747 at 150, 0.727
-at 500; ``fidelity_all`` 0.772, 0.774, 0.771), so they buy nothing.
+better but not the held-out ones (measured on the earlier, 0.3-filter base scene:
+``fidelity_object`` 0.749 at 60 steps, 0.747 at 150, 0.727 at 500; ``fidelity_all`` 0.772,
+0.774, 0.771), so they buy nothing. On the current base: 0.757 / 0.764 at 60 steps.
 """
 
 from __future__ import annotations
