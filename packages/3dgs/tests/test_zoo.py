@@ -134,3 +134,11 @@ def test_inconsistent_checkpoint_is_refused():
     with pytest.raises(RuntimeError, match="Gaussian count"):
         model.load_state_dict(state)
     assert BUNNY_SCENE["width"] == BUNNY_SCENE["height"] == 128
+
+
+def test_recipe_trains_with_the_filter_the_card_renders_with():
+    from subspace_3dgs.recipes import bunny_rgb
+
+    assert bunny_rgb.recipe_config().eps2d == bunny_rgb.recipe_config(quick=True).eps2d
+    assert bunny_rgb.recipe_config().eps2d == gs_small_bunny_rgb().eps2d == BUNNY_EPS2D
+    assert create_model(MODEL_ID, pretrained=True).eps2d == BUNNY_EPS2D

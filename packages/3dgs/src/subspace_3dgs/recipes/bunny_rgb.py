@@ -37,7 +37,7 @@ from subspace_core.zoo import save_state_dict
 from ..densify import PARAM_NAMES, DensifyConfig
 from ..gaussians import Gaussians
 from ..train import TrainConfig, train_gaussians
-from ..zoo import BUNNY_EPS2D
+from ..zoo import BUNNY_EPS2D, bunny_scene
 
 __all__ = ["FILE", "MAX_GAUSSIANS", "MODEL_ID", "STEPS", "recipe_config", "train"]
 
@@ -71,8 +71,6 @@ def state_dict_of(gaussians: Gaussians) -> dict[str, torch.Tensor]:
 def train(out_dir: str | Path, *, quick: bool = False, progress: bool = True) -> Path:
     """Train the bunny splats; returns ``out_dir/gs_small.bunny_rgb.safetensors`` (written
     atomically, with a ``.sha256`` sidecar). Re-running on the same ``out_dir`` resumes."""
-    from ..zoo import bunny_scene
-
     out_dir = Path(out_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
