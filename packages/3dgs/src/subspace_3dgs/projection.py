@@ -87,8 +87,9 @@ def project_gaussians(
         eps2d: low-pass dilation added to the 2-D covariance diagonal, in px^2.
         sigma_cutoff: splats are truncated at this Mahalanobis distance (3 sigma in 3DGS).
         jacobian_margin: the Jacobian is evaluated with ``x/z, y/z`` clamped to the image
-            frustum widened by this fraction of the image size on each side (as 3DGS and
-            gsplat do), because the affine approximation explodes for centres far outside.
+            frustum widened on each side by this fraction of ``tan(fov/2)``, i.e. of half the
+            image (0.3: 3DGS's ``1.3 tan(fov/2)`` limit, gsplat's too), because the affine
+            approximation explodes for centres far outside.
 
     Returns:
         :class:`Projected`.
@@ -104,7 +105,8 @@ def project_gaussians(
     # masked out later)
     zs = torch.where(in_depth, z, torch.ones_like(z))
 
-    mx_, my_ = jacobian_margin * width / fx, jacobian_margin * height / fy
+    # 3DGS clamps x/z to 1.3 tan(fov/2) = half the image plus 0.3 of the half-width
+    mx_, my_ = jacobian_margin * 0.5 * width / fx, jacobian_margin * 0.5 * height / fy
     tx = torch.minimum(torch.maximum(x / zs, -cx / fx - mx_), (width - cx) / fx + mx_)
     ty = torch.minimum(torch.maximum(y / zs, -cy / fy - my_), (height - cy) / fy + my_)
     zero = torch.zeros_like(zs)
