@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from .gaussians import check_shape
+from .gaussians import EPS2D_3DGS, check_shape
 from .projection import view_dependent_colors
 from .sh import max_sh_degree
 
@@ -76,7 +76,7 @@ def gsplat_rasterization_args(
     sh_degree: int | None = None,
     near: float = 0.01,
     far: float = 1e10,
-    eps2d: float = 0.3,
+    eps2d: float = EPS2D_3DGS,
     packed: bool = True,
 ) -> dict[str, Any]:
     """Keyword arguments for ``gsplat.rasterization`` rendering one camera (no gsplat needed).
@@ -157,7 +157,7 @@ def rasterize_gsplat(
     sh_degree: int | None = None,
     near: float = 0.01,
     far: float = 1e10,
-    eps2d: float = 0.3,
+    eps2d: float = EPS2D_3DGS,
     packed: bool = True,
 ):
     """Render with ``gsplat.rasterization`` on CUDA; same inputs and result as the torch path.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from .cameras import camera_center
+from .gaussians import EPS2D_3DGS
 from .sh import eval_sh
 
 __all__ = [
@@ -65,7 +66,7 @@ def project_gaussians(
     *,
     near: float = 0.01,
     far: float = 1e10,
-    eps2d: float = 0.3,
+    eps2d: float = EPS2D_3DGS,
     sigma_cutoff: float = 3.0,
     jacobian_margin: float = 0.3,
 ) -> Projected:

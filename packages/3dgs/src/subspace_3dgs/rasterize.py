@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from .gaussians import Gaussians, check_shape, quat_to_rotmat
+from .gaussians import EPS2D_3DGS, Gaussians, check_shape, quat_to_rotmat
 from .gsplat_backend import gsplat_available, rasterize_gsplat
 from .projection import ALPHA_THRESHOLD, Projected, project_gaussians, view_dependent_colors
 from .sh import max_sh_degree
@@ -151,7 +151,7 @@ def rasterize_gaussians(
     sh_degree: int | None = None,
     near: float = 0.01,
     far: float = 1e10,
-    eps2d: float = 0.3,
+    eps2d: float = EPS2D_3DGS,
     sigma_cutoff: float = 3.0,
     max_chunk_elements: int = 1 << 22,
     checkpoint: bool = True,
@@ -246,7 +246,7 @@ def rasterize_dense(
     sh_degree: int | None = None,
     near: float = 0.01,
     far: float = 1e10,
-    eps2d: float = 0.3,
+    eps2d: float = EPS2D_3DGS,
     sigma_cutoff: float = 3.0,
 ) -> RenderOutput:
     """Reference renderer for tiny scenes: every Gaussian at every pixel, in a sequential loop.
